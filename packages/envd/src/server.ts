@@ -11,6 +11,7 @@ import { handleInit } from "./http/init.js";
 import { collectMetrics } from "./http/metrics.js";
 import { sendError, sendJson } from "./http/respond.js";
 import { HttpRoutes } from "./http/router.js";
+import { ProcessRegistry } from "./process/registry.js";
 import { createProcessService } from "./process/service.js";
 
 const CORS_HEADERS = {
@@ -26,7 +27,7 @@ export interface EnvdServer {
   close(): Promise<void>;
 }
 
-export function createEnvdHandler(ctx: EnvdContext) {
+export function createEnvdHandler(ctx: EnvdContext, processes = new ProcessRegistry()) {
   const routes = new HttpRoutes()
     .add("GET", "/health", async (_req, res) => {
       res.writeHead(204, { "cache-control": "no-store" });
@@ -54,7 +55,7 @@ export function createEnvdHandler(ctx: EnvdContext) {
 
   const connect = connectNodeAdapter({
     routes: (router) => {
-      router.service(Process, createProcessService(ctx));
+      router.service(Process, createProcessService(ctx, processes));
       router.service(Filesystem, createFilesystemService(ctx));
     },
     // We serve HTTP/1.1 only, so the request is always an IncomingMessage.
@@ -95,6 +96,7 @@ export async function startEnvdServer(
   ctx: EnvdContext,
   opts: { port: number; host?: string },
 ): Promise<EnvdServer> {
+  const processes = new ProcessRegistry();
   const server = createServer(
     {
       // Long-lived streams (process output, watches) must not be cut by Node's defaults.
@@ -102,7 +104,7 @@ export async function startEnvdServer(
       headersTimeout: 60_000,
       keepAliveTimeout: 65_000,
     },
-    createEnvdHandler(ctx),
+    createEnvdHandler(ctx, processes),
   );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -115,6 +117,8 @@ export async function startEnvdServer(
     server,
     close: () =>
       new Promise<void>((resolve) => {
+        // Processes die with envd, so a stopped envd leaves nothing running behind it.
+        processes.killAll();
         server.closeAllConnections();
         server.close(() => resolve());
       }),
