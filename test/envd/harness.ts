@@ -26,7 +26,10 @@ export interface EnvdProcess {
 }
 
 /** Starts a real envd (the built CLI) on a free port and waits until it listens. */
-export async function startEnvd(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<EnvdProcess> {
+export async function startEnvd(
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<EnvdProcess> {
   ensureTestUser();
   const portArg = args.includes("--port") ? [] : ["--port", "0"];
   const child = spawn(process.execPath, [envdCli, "--host", "127.0.0.1", ...portArg, ...args], {
@@ -38,7 +41,8 @@ export async function startEnvd(args: string[] = [], env: NodeJS.ProcessEnv = {}
     errText += d.toString();
     if (errText.length > 1 << 20) errText = errText.slice(-(1 << 19));
   });
-  const lines = createInterface({ input: child.stdout! });
+  if (!child.stdout) throw new Error("envd child has no stdout pipe");
+  const lines = createInterface({ input: child.stdout });
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`envd did not start: ${errText}`)), 15_000);
     lines.on("line", (line) => {

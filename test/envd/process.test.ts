@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { CommandExitError, NotFoundError, TimeoutError, type Sandbox } from "e2b";
+import type { StreamInputRequestSchema } from "@nestbox/proto/process";
+import { CommandExitError, NotFoundError, type Sandbox, TimeoutError } from "e2b";
 import { type EnvdProcess, sdkSandbox, startEnvd } from "./harness.js";
 import { processClient, rawStream } from "./rpc-client.js";
 
@@ -82,14 +84,19 @@ describe("process service through the e2b SDK", () => {
     );
     assert.ok(Date.now() - started < 10_000);
     // The process itself is gone too, not only the stream.
-    await waitFor(async () => (await sbx.commands.list()).every((p) => !p.args.join(" ").includes(marker)));
+    await waitFor(async () =>
+      (await sbx.commands.list()).every((p) => !p.args.join(" ").includes(marker)),
+    );
   });
 
   it("runs background commands, lists them, re-attaches with connect and kills them", async () => {
-    const h = await sbx.commands.run("for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.3; done; sleep 30", {
-      background: true,
-      timeoutMs: 0,
-    });
+    const h = await sbx.commands.run(
+      "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.3; done; sleep 30",
+      {
+        background: true,
+        timeoutMs: 0,
+      },
+    );
     assert.ok(h.pid > 0);
     const listed = await sbx.commands.list();
     const mine = listed.find((p) => p.pid === h.pid);
@@ -99,7 +106,12 @@ describe("process service through the e2b SDK", () => {
     assert.ok(alive(h.pid), "process survives its stream being dropped");
 
     let seen = "";
-    const again = await sbx.commands.connect(h.pid, { onStdout: (d) => (seen += d), timeoutMs: 0 });
+    const again = await sbx.commands.connect(h.pid, {
+      onStdout: (d) => {
+        seen += d;
+      },
+      timeoutMs: 0,
+    });
     await waitFor(() => /tick\d/.test(seen));
     assert.equal(await sbx.commands.kill(h.pid), true);
     const res = await again.wait().catch((e: unknown) => e);
@@ -111,9 +123,17 @@ describe("process service through the e2b SDK", () => {
   });
 
   it("kills the whole process group", async () => {
-    const h = await sbx.commands.run("sleep 300 & echo $!; wait", { background: true, timeoutMs: 0 });
+    const h = await sbx.commands.run("sleep 300 & echo $!; wait", {
+      background: true,
+      timeoutMs: 0,
+    });
     let out = "";
-    const again = await sbx.commands.connect(h.pid, { onStdout: (d) => (out += d), timeoutMs: 0 });
+    const again = await sbx.commands.connect(h.pid, {
+      onStdout: (d) => {
+        out += d;
+      },
+      timeoutMs: 0,
+    });
     await h.disconnect();
     await waitFor(() => /\d+\n/.test(out));
     const grandchild = Number(out.trim());
@@ -184,7 +204,13 @@ describe("process service, raw protocol", () => {
       stdin: false,
     });
     assert.equal(r.status, 200);
-    type Ev = { event: { start?: { pid: number }; data?: { stdout?: string }; end?: { exitCode?: number; exited?: boolean; status?: string } } };
+    type Ev = {
+      event: {
+        start?: { pid: number };
+        data?: { stdout?: string };
+        end?: { exitCode?: number; exited?: boolean; status?: string };
+      };
+    };
     const evs = r.messages as Ev[];
     assert.ok(evs[0]?.event.start?.pid);
     let total = 0;
@@ -209,20 +235,39 @@ describe("process service, raw protocol", () => {
       { process: { cmd: "/bin/sleep", args: ["2.6"] }, stdin: false },
       { "keepalive-ping-interval": "1" },
     );
-    const keepalives = (r.messages as { event: { keepalive?: object } }[]).filter((e) => e.event.keepalive);
-    assert.ok(keepalives.length >= 2 && keepalives.length <= 3, `got ${keepalives.length} keepalives`);
+    const keepalives = (r.messages as { event: { keepalive?: object } }[]).filter(
+      (e) => e.event.keepalive,
+    );
+    assert.ok(
+      keepalives.length >= 2 && keepalives.length <= 3,
+      `got ${keepalives.length} keepalives`,
+    );
   });
 
   it("feeds ordered input through StreamInput", async () => {
     const client = processClient(envd.url);
-    const stream = client.start({ process: { cmd: "/bin/cat", args: [] }, stdin: true, tag: "streamed" });
+    const stream = client.start({
+      process: { cmd: "/bin/cat", args: [] },
+      stdin: true,
+      tag: "streamed",
+    });
     const it = stream[Symbol.asyncIterator]();
     const first = await it.next();
     assert.equal(first.value?.event?.event.case, "start");
-    async function* input() {
-      yield { event: { case: "start" as const, value: { process: { selector: { case: "tag" as const, value: "streamed" } } } } };
+    async function* input(): AsyncGenerator<MessageInitShape<typeof StreamInputRequestSchema>> {
+      yield {
+        event: {
+          case: "start" as const,
+          value: { process: { selector: { case: "tag" as const, value: "streamed" } } },
+        },
+      };
       for (let i = 0; i < 20; i++) {
-        yield { event: { case: "data" as const, value: { input: { input: { case: "stdin" as const, value: Buffer.from(`${i},`) } } } } };
+        yield {
+          event: {
+            case: "data" as const,
+            value: { input: { input: { case: "stdin" as const, value: Buffer.from(`${i},`) } } },
+          },
+        };
       }
       yield { event: { case: "keepalive" as const, value: {} } };
     }
@@ -234,7 +279,8 @@ describe("process service, raw protocol", () => {
     let out = "";
     for (let n = await it.next(); !n.done; n = await it.next()) {
       const ev = n.value.event?.event;
-      if (ev?.case === "data" && ev.value.output.case === "stdout") out += Buffer.from(ev.value.output.value).toString();
+      if (ev?.case === "data" && ev.value.output.case === "stdout")
+        out += Buffer.from(ev.value.output.value).toString();
     }
     assert.equal(out, Array.from({ length: 20 }, (_, i) => `${i},`).join(""));
   });
@@ -255,14 +301,40 @@ describe("process service, raw protocol", () => {
       }
     };
     assert.equal(await codeOf(drain(client.start({}))), Code.InvalidArgument, "missing process");
-    assert.equal(await codeOf(drain(client.start({ process: { cmd: "no-such-binary-xyz" } }))), Code.NotFound);
-    assert.equal(await codeOf(client.sendInput({ process: { selector: { case: "pid", value: 999_999 } }, input: { input: { case: "stdin", value: new Uint8Array([1]) } } })), Code.NotFound);
-    assert.equal(await codeOf(client.sendSignal({ process: { selector: { case: "pid", value: 999_999 } } })), Code.NotFound);
+    assert.equal(
+      await codeOf(drain(client.start({ process: { cmd: "no-such-binary-xyz" } }))),
+      Code.NotFound,
+    );
+    assert.equal(
+      await codeOf(
+        client.sendInput({
+          process: { selector: { case: "pid", value: 999_999 } },
+          input: { input: { case: "stdin", value: new Uint8Array([1]) } },
+        }),
+      ),
+      Code.NotFound,
+    );
+    assert.equal(
+      await codeOf(client.sendSignal({ process: { selector: { case: "pid", value: 999_999 } } })),
+      Code.NotFound,
+    );
     assert.equal(await codeOf(client.sendSignal({})), Code.InvalidArgument, "missing selector");
-    assert.equal(await codeOf(drain(client.connect({ process: { selector: { case: "tag", value: "nope" } } }))), Code.NotFound);
+    assert.equal(
+      await codeOf(
+        drain(client.connect({ process: { selector: { case: "tag", value: "nope" } } })),
+      ),
+      Code.NotFound,
+    );
     const user = Buffer.from("nosuchuser:").toString("base64");
     assert.equal(
-      await codeOf(drain(client.start({ process: { cmd: "/bin/true" } }, { headers: { authorization: `Basic ${user}` } }))),
+      await codeOf(
+        drain(
+          client.start(
+            { process: { cmd: "/bin/true" } },
+            { headers: { authorization: `Basic ${user}` } },
+          ),
+        ),
+      ),
       Code.InvalidArgument,
       "unknown user",
     );
@@ -292,7 +364,10 @@ describe("access token", () => {
 
   it("refuses RPCs with a wrong or missing token (401)", async () => {
     const wrong = sdkSandbox(envd, { accessToken: "wrong" });
-    await assert.rejects(wrong.commands.run("true"), (e: unknown) => (e as Error).name === "AuthenticationError");
+    await assert.rejects(
+      wrong.commands.run("true"),
+      (e: unknown) => (e as Error).name === "AuthenticationError",
+    );
     const res = await fetch(`${envd.url}/process.Process/List`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -302,7 +377,10 @@ describe("access token", () => {
     assert.equal(((await res.json()) as { code: string }).code, "unauthenticated");
     const envs = await fetch(`${envd.url}/envs`);
     assert.equal(envs.status, 401);
-    assert.deepEqual(await envs.json(), { code: 401, message: "unauthorized access, please provide a valid access token" });
+    assert.deepEqual(await envs.json(), {
+      code: 401,
+      message: "unauthorized access, please provide a valid access token",
+    });
     assert.equal((await fetch(`${envd.url}/health`)).status, 204, "health stays open");
   });
 });

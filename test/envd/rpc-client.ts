@@ -31,7 +31,11 @@ export async function rawStream(
   json.copy(env, 5);
   const res = await fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/connect+json", "connect-protocol-version": "1", ...headers },
+    headers: {
+      "content-type": "application/connect+json",
+      "connect-protocol-version": "1",
+      ...headers,
+    },
     body: env,
   });
   const buf = Buffer.from(await res.arrayBuffer());

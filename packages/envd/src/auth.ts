@@ -28,7 +28,10 @@ export function parseBasicUser(authorization: string | null | undefined): string
   if (!authorization) return undefined;
   const match = /^Basic\s+(\S+)$/i.exec(authorization.trim());
   if (!match?.[1]) {
-    throw new ConnectError("authorization header must be Basic <base64(user:)>", Code.InvalidArgument);
+    throw new ConnectError(
+      "authorization header must be Basic <base64(user:)>",
+      Code.InvalidArgument,
+    );
   }
   const decoded = Buffer.from(match[1], "base64").toString("utf8");
   const user = decoded.split(":")[0] ?? "";
@@ -83,7 +86,8 @@ export function checkFileAccess(
   let expiration: number | undefined;
   if (opts.signatureExpiration !== null && opts.signatureExpiration !== "") {
     expiration = Number(opts.signatureExpiration);
-    if (!Number.isInteger(expiration)) return { ok: false, message: "invalid signature expiration" };
+    if (!Number.isInteger(expiration))
+      return { ok: false, message: "invalid signature expiration" };
   }
   const expected = fileSignature(opts.path, opts.operation, opts.username ?? "", token, expiration);
   if (!constantTimeEqual(expected, opts.signature)) {

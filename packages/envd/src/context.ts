@@ -1,6 +1,6 @@
 import type { Logger } from "./log.js";
 import type { EnvdState } from "./state.js";
-import { requireUser, type UserInfo, UserDb } from "./users.js";
+import { requireUser, UserDb, type UserInfo } from "./users.js";
 
 /** What every handler needs: the mutable state and a logger. */
 export interface EnvdContext {
@@ -9,6 +9,10 @@ export interface EnvdContext {
 }
 
 /** The user a request runs as: the one it names, else the configured default. */
-export function userFor(ctx: EnvdContext, requested: string | undefined, db = UserDb.load()): UserInfo {
+export function userFor(
+  ctx: EnvdContext,
+  requested: string | undefined,
+  db = UserDb.load(),
+): UserInfo {
   return requireUser(requested ?? ctx.state.defaultUser, db);
 }

@@ -70,7 +70,10 @@ export function createEnvdHandler(ctx: EnvdContext, processes = new ProcessRegis
       return;
     }
     const pathname = (req.url ?? "/").split("?", 1)[0] ?? "/";
-    if (!isTokenExempt(req.method ?? "GET", pathname) && !ctx.state.tokenMatches(accessTokenHeader(req.headers))) {
+    if (
+      !isTokenExempt(req.method ?? "GET", pathname) &&
+      !ctx.state.tokenMatches(accessTokenHeader(req.headers))
+    ) {
       rejectUnauthenticated(req, res);
       return;
     }

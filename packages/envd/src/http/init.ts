@@ -43,8 +43,10 @@ export function parseInitBody(raw: unknown): InitBody {
   if (o.timestamp !== undefined && o.timestamp !== null) {
     // infra envd sends RFC 3339, Wrenn sends unix seconds: accept both.
     const t = o.timestamp;
-    const ms = typeof t === "number" ? t * 1000 : typeof t === "string" ? Date.parse(t) : Number.NaN;
-    if (!Number.isFinite(ms)) throw new HttpError(400, "timestamp must be RFC 3339 or unix seconds");
+    const ms =
+      typeof t === "number" ? t * 1000 : typeof t === "string" ? Date.parse(t) : Number.NaN;
+    if (!Number.isFinite(ms))
+      throw new HttpError(400, "timestamp must be RFC 3339 or unix seconds");
     body.timestamp = ms;
   }
   return body;

@@ -35,7 +35,10 @@ export function signalName(signal: NodeJS.Signals | number): string {
 }
 
 /** The `end` event for a process that exited with `code` or was killed by `signal`. */
-export function exitStatus(code: number | null, signal: NodeJS.Signals | number | null): ExitStatus {
+export function exitStatus(
+  code: number | null,
+  signal: NodeJS.Signals | number | null,
+): ExitStatus {
   if (signal !== null && signal !== 0) {
     const name = signalName(signal);
     const text = `signal: ${GO_SIGNAL_TEXT[name] ?? name}`;
@@ -43,5 +46,7 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | number 
   }
   const c = code ?? 0;
   const text = `exit status ${c}`;
-  return c === 0 ? { exitCode: 0, exited: true, status: text } : { exitCode: c, exited: true, status: text, error: text };
+  return c === 0
+    ? { exitCode: 0, exited: true, status: text }
+    : { exitCode: c, exited: true, status: text, error: text };
 }

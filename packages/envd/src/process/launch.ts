@@ -24,7 +24,11 @@ export function buildEnv(
 }
 
 /** The working directory: requested (`~` and relative resolve against home), default, or home. */
-export function resolveCwd(requested: string | undefined, user: UserInfo, state: EnvdState): string {
+export function resolveCwd(
+  requested: string | undefined,
+  user: UserInfo,
+  state: EnvdState,
+): string {
   const raw = requested || state.defaultWorkdir || user.home;
   const cwd = resolveUserPath(raw, user);
   let isDir = false;
@@ -38,7 +42,10 @@ export function resolveCwd(requested: string | undefined, user: UserInfo, state:
   if (!isDir) {
     // A missing default home should not make every command fail: fall back to /.
     if (!requested && !state.defaultWorkdir) return "/";
-    throw new ConnectError(`cwd '${cwd}' does not exist or is not a directory`, Code.InvalidArgument);
+    throw new ConnectError(
+      `cwd '${cwd}' does not exist or is not a directory`,
+      Code.InvalidArgument,
+    );
   }
   return cwd;
 }

@@ -95,7 +95,9 @@ export class ManagedProcess {
       }
       this.child = child;
       this.pid = child.pid;
-      child.stdin?.on("error", (err) => this.log.warn("stdin error", { pid: this.pid, err: err.message }));
+      child.stdin?.on("error", (err) =>
+        this.log.warn("stdin error", { pid: this.pid, err: err.message }),
+      );
       this.pipeOutput(child.stdout, "stdout");
       this.pipeOutput(child.stderr, "stderr");
       this.watchPipeExit(child);
@@ -132,7 +134,8 @@ export class ManagedProcess {
   }
 
   async writeStdin(data: Uint8Array): Promise<void> {
-    if (this.term) throw new ConnectError("process has a PTY; send pty input", Code.FailedPrecondition);
+    if (this.term)
+      throw new ConnectError("process has a PTY; send pty input", Code.FailedPrecondition);
     const stdin = this.child?.stdin;
     if (!stdin || stdin.destroyed || stdin.writableEnded) {
       throw new ConnectError("stdin is not open for this process", Code.FailedPrecondition);
@@ -151,10 +154,14 @@ export class ManagedProcess {
 
   closeStdin(): void {
     if (this.term) {
-      throw new ConnectError("process has a PTY; send Ctrl-D (0x04) as input instead", Code.FailedPrecondition);
+      throw new ConnectError(
+        "process has a PTY; send Ctrl-D (0x04) as input instead",
+        Code.FailedPrecondition,
+      );
     }
     const stdin = this.child?.stdin;
-    if (!stdin) throw new ConnectError("stdin was not enabled for this process", Code.FailedPrecondition);
+    if (!stdin)
+      throw new ConnectError("stdin was not enabled for this process", Code.FailedPrecondition);
     stdin.end();
   }
 
@@ -184,13 +191,17 @@ export class ManagedProcess {
   private pipeOutput(stream: Readable | null, name: "stdout" | "stderr"): void {
     if (!stream) return;
     stream.on("data", (d: Buffer) => this.emitData(name, d, PIPE_CHUNK));
-    stream.on("error", (err) => this.log.warn("output stream error", { pid: this.pid, stream: name, err: err.message }));
+    stream.on("error", (err) =>
+      this.log.warn("output stream error", { pid: this.pid, stream: name, err: err.message }),
+    );
   }
 
   private watchPipeExit(child: ChildProcess): void {
     child.once("exit", (code, signal) => {
       const status = exitStatus(code, signal);
-      const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null && !s.readableEnded);
+      const streams = [child.stdout, child.stderr].filter(
+        (s): s is Readable => s !== null && !s.readableEnded,
+      );
       if (streams.length === 0) {
         this.finish(status);
         return;

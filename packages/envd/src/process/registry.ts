@@ -1,7 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ManagedProcess } from "./managed-process.js";
 
-export type Selector = { case: "pid"; value: number } | { case: "tag"; value: string } | { case: undefined; value?: undefined };
+export type Selector =
+  | { case: "pid"; value: number }
+  | { case: "tag"; value: string }
+  | { case: undefined; value?: undefined };
 
 /** The processes envd started and that have not ended yet, by pid. */
 export class ProcessRegistry {

@@ -49,10 +49,15 @@ function toEvent(ev: OutputEvent): ProcessEventInit {
  * Streams a process's events to one client: `start`, live output, keepalives, one `end`.
  * Dropping the stream only unsubscribes; the process keeps running.
  */
-async function* streamEvents(p: ManagedProcess, ctx: HandlerContext): AsyncGenerator<{ event: ProcessEventInit }> {
+async function* streamEvents(
+  p: ManagedProcess,
+  ctx: HandlerContext,
+): AsyncGenerator<{ event: ProcessEventInit }> {
   const queue = p.subscribe();
   const interval = keepaliveMs(ctx);
-  const timer = interval ? setInterval(() => queue.push({ kind: "keepalive" }), interval) : undefined;
+  const timer = interval
+    ? setInterval(() => queue.push({ kind: "keepalive" }), interval)
+    : undefined;
   try {
     yield { event: { event: { case: "start", value: { pid: p.pid } } } };
     for await (const ev of queue.drain(ctx.signal)) {
@@ -86,7 +91,10 @@ export function createProcessService(
       const cfg = req.process;
       if (!cfg?.cmd) throw new ConnectError("process.cmd is required", Code.InvalidArgument);
       if (req.pty?.size && (req.pty.size.cols < 1 || req.pty.size.rows < 1)) {
-        throw new ConnectError("pty size must have at least 1 column and 1 row", Code.InvalidArgument);
+        throw new ConnectError(
+          "pty size must have at least 1 column and 1 row",
+          Code.InvalidArgument,
+        );
       }
       const user = userFor(ctx, parseBasicUser(hctx.requestHeader.get("authorization")));
       const env = buildEnv(user, ctx.state, cfg.envs);
@@ -96,7 +104,12 @@ export function createProcessService(
       let p: ManagedProcess;
       try {
         p = ManagedProcess.start(
-          { cmd: cfg.cmd, args: [...cfg.args], envs: { ...cfg.envs }, ...(cfg.cwd !== undefined ? { cwd: cfg.cwd } : {}) },
+          {
+            cmd: cfg.cmd,
+            args: [...cfg.args],
+            envs: { ...cfg.envs },
+            ...(cfg.cwd !== undefined ? { cwd: cfg.cwd } : {}),
+          },
           req.tag,
           {
             file: argv.file,
@@ -104,7 +117,9 @@ export function createProcessService(
             env,
             cwd,
             ...(argv.uid !== undefined ? { uid: argv.uid, gid: argv.gid } : {}),
-            ...(req.pty ? { pty: { cols: req.pty.size?.cols || 80, rows: req.pty.size?.rows || 24 } } : {}),
+            ...(req.pty
+              ? { pty: { cols: req.pty.size?.cols || 80, rows: req.pty.size?.rows || 24 } }
+              : {}),
             // Absent means true: clients older than envd 0.3.0 expect stdin open.
             stdin: req.stdin ?? true,
           },
@@ -114,7 +129,13 @@ export function createProcessService(
         throw toConnectError(err, "starting process");
       }
       registry.add(p);
-      log.info("process started", { pid: p.pid, cmd: cfg.cmd, user: user.name, pty: Boolean(req.pty), tag: req.tag });
+      log.info("process started", {
+        pid: p.pid,
+        cmd: cfg.cmd,
+        user: user.name,
+        pty: Boolean(req.pty),
+        tag: req.tag,
+      });
 
       // As in E2B's envd, a request deadline bounds the command itself, not only the stream.
       const deadline = hctx.timeoutMs();
@@ -162,7 +183,11 @@ export function createProcessService(
             p = registry.get(msg.event.value.process?.selector);
             break;
           case "data":
-            if (!p) throw new ConnectError("the first message must be start{process}", Code.InvalidArgument);
+            if (!p)
+              throw new ConnectError(
+                "the first message must be start{process}",
+                Code.InvalidArgument,
+              );
             await writeInput(p, msg.event.value.input);
             break;
           case "keepalive":
@@ -184,7 +209,10 @@ export function createProcessService(
           p.signal("SIGTERM");
           break;
         default:
-          throw new ConnectError("signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM", Code.InvalidArgument);
+          throw new ConnectError(
+            "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM",
+            Code.InvalidArgument,
+          );
       }
       return {};
     },

@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
+
+interface Command {
+  summary: string;
+  usage: string;
+  run(args: string[]): Promise<number>;
+}
+
+const HELP_FLAGS = new Set(["-h", "--help"]);
+
+/** Runs a child with our stdio and forwards Ctrl-C/SIGTERM, resolving to its exit code. */
+function runChild(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "inherit", env });
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    process.on("SIGINT", forward);
+    process.on("SIGTERM", forward);
+    child.once("error", reject);
+    child.once("exit", (code, signal) => {
+      process.off("SIGINT", forward);
+      process.off("SIGTERM", forward);
+      resolve(code ?? (signal ? 128 + 1 : 1));
+    });
+  });
+}
+
+async function runEnvd(args: string[]): Promise<number> {
+  // The envd package is the daemon; the CLI only starts it, so it is imported lazily.
+  const envd = (await import("@nestbox/envd")) as { main(argv: string[]): Promise<void> };
+  await envd.main(args);
+  return 0;
+}
+
+async function runImageBuild(args: string[]): Promise<number> {
+  const script = path.join(repoRoot, "images/build.sh");
+  if (!existsSync(script)) throw new CliError("images/build.sh is missing from this checkout");
+  return runChild("bash", [script, ...args]);
+}
+
+const commands: Record<string, Command> = {
+  up: {
+    summary: "build the guest image if needed, then run envd on this host (development mode)",
+    usage: `Usage: nestbox up [--port <n>]
+
+For now the all-in-one mode builds (or reuses) the guest image, then runs envd directly on
+this host, where the E2B SDK in debug mode (E2B_DEBUG=true) reaches it. Later versions start
+the control plane, the database and a host agent instead.`,
+    async run(args) {
+      const code = await runImageBuild([]);
+      if (code !== 0) return code;
+      return runEnvd(args);
+    },
+  },
+  envd: {
+    summary: "run the in-sandbox agent directly on this host",
+    usage: "Usage: nestbox envd [--port 49983] [options]   (see nestbox envd --help)",
+    run: runEnvd,
+  },
+  image: {
+    summary: "build the guest kernel, root filesystem and base template",
+    usage: `Usage: nestbox image build [--force] [--kernel debian|minimal]
+
+Builds into $NESTBOX_DIR/images (default /var/lib/nestbox/images). Cached by a hash of its
+inputs: a second run is a no-op that says so. Needs root (debootstrap, chroot).`,
+    async run(args) {
+      const [sub, ...rest] = args;
+      if (sub !== "build")
+        throw new CliError(`unknown image command: ${sub ?? "(none)"}; try: nestbox image build`);
+      return runImageBuild(rest);
+    },
+  },
+  version: {
+    summary: "print the Nestbox version",
+    usage: "Usage: nestbox version",
+    async run() {
+      process.stdout.write("nestbox 0.1.0\n");
+      return 0;
+    },
+  },
+};
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  const lines = Object.entries(commands).map(
+    ([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`,
+  );
+  return `Usage: nestbox <command> [options]
+
+Nestbox runs untrusted code in microVM sandboxes that the E2B SDKs can drive.
+
+Commands:
+  ${"setup".padEnd(width)}  install what this checkout needs (packages, Node.js, npm deps, build)
+  ${"test".padEnd(width)}  set up, then run the whole test suite
+${lines.join("\n")}
+
+Run 'nestbox <command> --help' for a command's options.
+`;
+}
+
+class CliError extends Error {
+  override name = "CliError";
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || HELP_FLAGS.has(name) || name === "help") {
+    process.stdout.write(mainHelp());
+    return name ? 0 : 2;
+  }
+  const cmd = commands[name];
+  if (!cmd) throw new CliError(`unknown command '${name}'`);
+  // envd has its own detailed --help.
+  if (name !== "envd" && rest.some((a) => HELP_FLAGS.has(a))) {
+    process.stdout.write(`${cmd.usage}\n`);
+    return 0;
+  }
+  return cmd.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exit(code);
+  },
+  (err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`nestbox: ${message}\n`);
+    if (err instanceof CliError) process.stderr.write("Run 'nestbox --help' for usage.\n");
+    process.exit(err instanceof CliError ? 2 : 1);
+  },
+);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, generated-code check, typecheck, guest image, then every test
+# file under test/ with node's test runner. Prints "N passed, N failed" at the end.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<USAGE
+Usage: ./nestbox test [--skip-image] [test files...]
+
+Runs lint (biome), checks that generated protobuf code is up to date, typechecks, builds the
+guest image (cached), then runs the tests (default: every test/**/*.test.ts).
+  --skip-image   do not build the guest image (tests that boot it will fail)
+USAGE
+}
+
+SKIP_IMAGE=0
+files=()
+for a in "$@"; do
+  case "$a" in
+    --skip-image) SKIP_IMAGE=1 ;;
+    -h|--help) usage; exit 0 ;;
+    -*) usage >&2; die "unknown option: $a" ;;
+    *) files+=("$a") ;;
+  esac
+done
+
+cd "$NESTBOX_ROOT"
+use_node
+
+step "lint (biome)"
+npx --no-install biome ci --reporter=summary . >&2
+
+step "generated code is up to date (buf generate)"
+gen_tmp="$(mktemp -d)"
+trap 'rm -rf "$gen_tmp"' EXIT
+npx --no-install buf generate --template "{\"version\":\"v2\",\"plugins\":[{\"local\":\"protoc-gen-es\",\"out\":\"$gen_tmp\",\"opt\":[\"target=ts\",\"import_extension=js\"]}]}"
+if ! diff -r "$gen_tmp" packages/proto/src/gen >/dev/null; then
+  diff -r "$gen_tmp" packages/proto/src/gen | head -20 >&2
+  die "packages/proto/src/gen is stale: run 'npm run generate' and commit the result"
+fi
+
+step "typecheck"
+npx --no-install tsc -b packages/proto packages/envd packages/sdk
+npx --no-install tsc -p test
+
+if [ "$SKIP_IMAGE" = 0 ]; then
+  step "guest image"
+  "$NESTBOX_ROOT/nestbox" image build
+fi
+
+if [ "${#files[@]}" -eq 0 ]; then
+  mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
+fi
+step "running ${#files[@]} test files"
+log="$(mktemp)"
+set +e
+node --import tsx --test --test-reporter=tap --test-concurrency="${NESTBOX_TEST_CONCURRENCY:-4}" "${files[@]}" | tee "$log"
+rc="${PIPESTATUS[0]}"
+set -e
+pass="$(grep -E '^# pass [0-9]+' "$log" | tail -1 | awk '{print $3}')"
+fail="$(grep -E '^# fail [0-9]+' "$log" | tail -1 | awk '{print $3}')"
+rm -f "$log"
+echo "${pass:-0} passed, ${fail:-0} failed"
+exit "$rc"
