@@ -1,0 +1,236 @@
+// Per-sandbox network: a network namespace holding the guest's TAP device, joined to the host by
+// a veth pair. Every guest uses the same fixed address (169.254.0.21, see images/README.md);
+// the namespace DNATs traffic for its veth address to the guest, so the host reaches sandbox N
+// at its own veth address and never needs to know the guest address.
+//
+// Everything is done with `ip`, `sysctl` and `nft` child processes rather than netlink bindings:
+// no native dependency, and each step is the command an operator would type to debug it.
+import { execFile } from "node:child_process";
+
+export const GUEST_ADDRESS = "169.254.0.21";
+export const GATEWAY_ADDRESS = "169.254.0.22";
+export const GUEST_PREFIX_LENGTH = 30;
+export const ENVD_PORT = 49983;
+
+/** Sandbox veth pairs are numbered /30 blocks of this /16: 16384 slots. */
+export const VETH_NETWORK = "10.250.0.0/16";
+export const MAX_SLOT = 16383;
+
+export interface SandboxNetworkOptions {
+  /** Network namespace name (`ip netns` name). */
+  namespace: string;
+  /** Selects the veth /30 block: host side `.1`, namespace side `.2` of block `slot`. */
+  slot: number;
+  /** Host-side veth name (at most 15 characters, unique on the host). */
+  hostVeth: string;
+  /** Namespace-side veth name; defaults to `veth0`. */
+  nsVeth?: string;
+  /** TAP device QEMU attaches to; defaults to `tap0`. */
+  tap?: string;
+  /** Masquerade the guest's outbound traffic behind the namespace's veth address. Default true. */
+  outboundNat?: boolean;
+}
+
+export interface SandboxNetwork {
+  namespace: string;
+  hostVeth: string;
+  nsVeth: string;
+  tap: string;
+  /** Host end of the veth pair. */
+  hostAddress: string;
+  /** Namespace end of the veth pair: the address the host uses to reach the guest. */
+  sandboxAddress: string;
+  guestAddress: string;
+  gatewayAddress: string;
+}
+
+export type NetworkStep =
+  | "validate"
+  | "netns"
+  | "veth"
+  | "address"
+  | "tap"
+  | "route"
+  | "sysctl"
+  | "nftables"
+  | "destroy";
+
+/** A failed network command, with what it ran and what it said. */
+export class NetworkSetupError extends Error {
+  override readonly name = "NetworkSetupError";
+  constructor(
+    message: string,
+    readonly step: NetworkStep,
+    readonly command: readonly string[] = [],
+    readonly exitCode: number | null = null,
+    readonly stderr = "",
+  ) {
+    super(message);
+  }
+}
+
+/** The veth addresses of a slot. */
+export function slotAddresses(slot: number): { host: string; sandbox: string; prefixLength: 30 } {
+  if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT) {
+    throw new NetworkSetupError(`slot must be an integer 0..${MAX_SLOT}, got ${slot}`, "validate");
+  }
+  const offset = slot * 4;
+  const prefix = `10.250.${Math.floor(offset / 256)}.`;
+  const last = offset % 256;
+  return { host: `${prefix}${last + 1}`, sandbox: `${prefix}${last + 2}`, prefixLength: 30 };
+}
+
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const NSNAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function checkName(kind: string, value: string, pattern: RegExp): void {
+  if (!pattern.test(value)) {
+    throw new NetworkSetupError(`invalid ${kind} name: ${JSON.stringify(value)}`, "validate");
+  }
+}
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+function run(step: NetworkStep, argv: readonly string[], input?: string): Promise<RunResult> {
+  const [file, ...args] = argv;
+  if (file === undefined) {
+    return Promise.reject(new NetworkSetupError("empty command", step));
+  }
+  return new Promise((resolve, reject) => {
+    const child = execFile(file, args, { timeout: 30_000 }, (error, stdout, stderr) => {
+      if (error) {
+        const code = typeof error.code === "number" ? error.code : null;
+        const detail = stderr.trim() || error.message;
+        reject(
+          new NetworkSetupError(`${argv.join(" ")}: ${detail}`, step, argv, code, stderr.trim()),
+        );
+        return;
+      }
+      resolve({ stdout, stderr });
+    });
+    if (input !== undefined) {
+      child.stdin?.end(input);
+    }
+  });
+}
+
+/** argv that runs `argv` inside the namespace (for QEMU and other per-sandbox processes). */
+export function netnsExec(namespace: string, argv: readonly string[]): string[] {
+  checkName("namespace", namespace, NSNAME);
+  return ["ip", "netns", "exec", namespace, ...argv];
+}
+
+function nftRuleset(net: SandboxNetwork, outboundNat: boolean): string {
+  const lines = [
+    "table ip nestbox {",
+    "  chain prerouting {",
+    "    type nat hook prerouting priority dstnat; policy accept;",
+    // Everything the host sends to the sandbox address is for the guest (envd, user ports).
+    `    iifname "${net.nsVeth}" ip daddr ${net.sandboxAddress} dnat to ${net.guestAddress}`,
+    "  }",
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat; policy accept;",
+  ];
+  if (outboundNat) {
+    lines.push(`    oifname "${net.nsVeth}" ip saddr ${net.guestAddress} masquerade`);
+  }
+  lines.push("  }", "}");
+  return `${lines.join("\n")}\n`;
+}
+
+/**
+ * Creates the namespace, veth pair, TAP device and NAT rules. On failure, whatever was created is
+ * removed again before the error is thrown.
+ */
+export async function createSandboxNetwork(opts: SandboxNetworkOptions): Promise<SandboxNetwork> {
+  const nsVeth = opts.nsVeth ?? "veth0";
+  const tap = opts.tap ?? "tap0";
+  checkName("namespace", opts.namespace, NSNAME);
+  checkName("interface", opts.hostVeth, IFNAME);
+  checkName("interface", nsVeth, IFNAME);
+  checkName("interface", tap, IFNAME);
+  const addrs = slotAddresses(opts.slot);
+  const net: SandboxNetwork = {
+    namespace: opts.namespace,
+    hostVeth: opts.hostVeth,
+    nsVeth,
+    tap,
+    hostAddress: addrs.host,
+    sandboxAddress: addrs.sandbox,
+    guestAddress: GUEST_ADDRESS,
+    gatewayAddress: GATEWAY_ADDRESS,
+  };
+  const ns = opts.namespace;
+  const inNs = (argv: readonly string[]) => ["ip", "-n", ns, ...argv];
+
+  await run("netns", ["ip", "netns", "add", ns]);
+  try {
+    await run("veth", [
+      "ip",
+      "link",
+      "add",
+      net.hostVeth,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      nsVeth,
+      "netns",
+      ns,
+    ]);
+    await run("address", ["ip", "addr", "add", `${net.hostAddress}/30`, "dev", net.hostVeth]);
+    await run("address", ["ip", "link", "set", net.hostVeth, "up"]);
+    await run("address", inNs(["link", "set", "lo", "up"]));
+    await run("address", inNs(["addr", "add", `${net.sandboxAddress}/30`, "dev", nsVeth]));
+    await run("address", inNs(["link", "set", nsVeth, "up"]));
+    await run("tap", inNs(["tuntap", "add", "dev", tap, "mode", "tap"]));
+    await run(
+      "tap",
+      inNs(["addr", "add", `${GATEWAY_ADDRESS}/${GUEST_PREFIX_LENGTH}`, "dev", tap]),
+    );
+    await run("tap", inNs(["link", "set", tap, "up"]));
+    await run("route", inNs(["route", "add", "default", "via", net.hostAddress, "dev", nsVeth]));
+    await run("sysctl", netnsExec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    await run(
+      "nftables",
+      netnsExec(ns, ["nft", "-f", "-"]),
+      nftRuleset(net, opts.outboundNat ?? true),
+    );
+  } catch (error) {
+    await destroySandboxNetwork(net).catch(() => undefined);
+    throw error;
+  }
+  return net;
+}
+
+async function exists(argv: readonly string[]): Promise<boolean> {
+  try {
+    await run("destroy", argv);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes the namespace (which takes its TAP and veth end with it) and the host veth if it is
+ * still there. Idempotent: missing pieces are not an error. Processes still running inside the
+ * namespace (QEMU) must be stopped first, or the namespace lingers until they exit.
+ */
+export async function destroySandboxNetwork(
+  net: Pick<SandboxNetwork, "namespace" | "hostVeth">,
+): Promise<void> {
+  checkName("namespace", net.namespace, NSNAME);
+  checkName("interface", net.hostVeth, IFNAME);
+  const { stdout } = await run("destroy", ["ip", "netns", "list"]);
+  const present = stdout.split("\n").some((line) => line.split(" ")[0] === net.namespace);
+  if (present) {
+    await run("destroy", ["ip", "netns", "delete", net.namespace]);
+  }
+  if (await exists(["ip", "link", "show", "dev", net.hostVeth])) {
+    await run("destroy", ["ip", "link", "delete", net.hostVeth]);
+  }
+}
