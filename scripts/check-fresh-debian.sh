@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Checks that `./nestbox setup` works on a fresh Debian 12: debootstraps a minimal bookworm
+# into a temporary directory, clones this repository's HEAD into it and runs setup in a chroot.
+# Slow (several minutes, downloads packages), so it is a manual check, not part of the tests.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot)"
+command -v debootstrap >/dev/null || die "needs debootstrap (apt-get install debootstrap)"
+
+# The mirror comes from this machine's apt sources, never from a name written here.
+mirror="$(grep -rhoE '^(deb\s+(\[[^]]*\]\s+)?|URIs:\s*)\S+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+  | grep -v security | awk '{print $NF}' | head -1)"
+[ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*"
+
+root="$(mktemp -d /tmp/nbx-fresh-debian.XXXXXX)"
+cleanup() {
+  for m in dev/pts dev proc sys; do umount -l "$root/$m" 2>/dev/null || true; done
+  rm -rf "$root"
+}
+trap cleanup EXIT
+step "debootstrap bookworm into $root (mirror $mirror)"
+debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+cp -r /etc/apt/sources.list* "$root/etc/apt/" 2>/dev/null || true
+mount -t proc proc "$root/proc"
+mount -t sysfs sys "$root/sys"
+mount --bind /dev "$root/dev"
+mount --bind /dev/pts "$root/dev/pts"
+step "cloning HEAD"
+git clone -q "$NESTBOX_ROOT" "$root/root/nestbox"
+step "running ./nestbox setup in the chroot"
+chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
+  bash -c 'cd /root/nestbox && ./nestbox setup && ./nestbox --help >/dev/null && ./nestbox envd --version'
+step "fresh Debian 12 setup: OK"
