@@ -41,14 +41,23 @@ interface Classified {
  * `recursive: true` on Linux misses events in directories created after the start.
  *
  * Node reports only "rename" (appeared or disappeared) and "change" (data or attributes), so
- * events are collected per inotify read (they arrive in one batch, before any setImmediate) and
- * classified afterwards with lstat: a path that vanished directly followed by one that appeared
- * is a rename, "change" with mtime == ctime is a write (a write updates both to the same
- * instant, chmod/chown only ctime).
+ * events are collected for a few milliseconds (a burst such as both halves of a rename, which
+ * another CPU may let us read separately, lands in one batch) and classified afterwards: each
+ * "rename" toggles whether the path exists, starting from what we last knew or else working
+ * back from an lstat taken now; a path that vanished directly followed by one that appeared is
+ * a rename; "change" with mtime == ctime is a write (a write sets both to the same instant,
+ * chmod/chown only ctime).
  */
+/** How long events are gathered before being classified together. */
+const BATCH_WINDOW_MS = 10;
+/** Paths whose existence is remembered between batches; the oldest are forgotten first. */
+const KNOWN_PATHS_LIMIT = 10_000;
+
 export class DirWatcher {
   private readonly watchers = new Map<string, FSWatcher>();
   private batch: RawEvent[] = [];
+  /** Whether each recently seen path exists after the events reported so far. */
+  private readonly known = new Map<string, boolean>();
   private flushScheduled = false;
   private closed = false;
 
@@ -154,11 +163,10 @@ export class DirWatcher {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    // setImmediate runs after the poll phase, i.e. after every event of this inotify read.
-    setImmediate(() => {
+    setTimeout(() => {
       this.flushScheduled = false;
       this.flush();
-    });
+    }, BATCH_WINDOW_MS);
   }
 
   private event(p: string, type: EventType): WatchEvent {
@@ -176,10 +184,11 @@ export class DirWatcher {
       const c = classified[i] as Classified;
       const p = c.raw.path;
       if (c.raw.kind === "change") {
-        if (c.stat === undefined || isUploadTemp(p)) continue;
-        out.push(
-          this.event(p, c.stat.mtimeNs === c.stat.ctimeNs ? EventType.WRITE : EventType.CHMOD),
-        );
+        if (isUploadTemp(p)) continue;
+        // Already gone again (written, then moved or deleted in the same instant): it was
+        // most likely written, and the removal or rename follows in this batch.
+        const isWrite = c.stat === undefined || c.stat.mtimeNs === c.stat.ctimeNs;
+        out.push(this.event(p, isWrite ? EventType.WRITE : EventType.CHMOD));
         continue;
       }
       if (!c.appeared) {
@@ -194,8 +203,10 @@ export class DirWatcher {
             // An upload landing: report it as E2B's in-place write would appear.
             if (!isUploadTemp(to)) {
               out.push(this.event(to, EventType.CREATE));
-              if (movedTo.stat?.isFile() && movedTo.stat.size > 0n)
+              // Already gone again: assume it had data, as nearly every upload does.
+              if (movedTo.stat === undefined || movedTo.stat.size > 0n) {
                 out.push(this.event(to, EventType.WRITE));
+              }
             }
             continue;
           }
@@ -230,22 +241,44 @@ export class DirWatcher {
     for (const e of batch) {
       if (!stats.has(e.path)) stats.set(e.path, lstatOrUndefined(e.path));
     }
-    const state = new Map<string, boolean>();
-    const out: Classified[] = new Array(batch.length);
-    for (let i = batch.length - 1; i >= 0; i--) {
-      const raw = batch[i] as RawEvent;
-      const stat = stats.get(raw.path);
-      if (raw.kind === "change") {
-        out[i] = { raw, appeared: stat !== undefined, stat };
+    // Where the path stood before this batch: remembered, or derived from its current state
+    // and the number of toggles in the batch.
+    const before = new Map<string, boolean>();
+    for (const [p, st] of stats) {
+      const remembered = this.known.get(p);
+      if (remembered !== undefined) {
+        before.set(p, remembered);
         continue;
       }
-      // Self events (the watched directory itself deleted or moved) carry its own basename;
-      // the parent's watcher reports those, so they are dropped here.
-      const appeared = state.get(raw.path) ?? stat !== undefined;
-      state.set(raw.path, !appeared);
-      out[i] = { raw, appeared, stat: appeared ? stat : undefined };
+      const toggles = batch.filter((e) => e.path === p && e.kind === "rename").length;
+      before.set(p, (st !== undefined) !== (toggles % 2 === 1));
     }
+    const exists = new Map(before);
+    const out: Classified[] = [];
+    for (const raw of batch) {
+      const stat = stats.get(raw.path);
+      if (raw.kind === "change") {
+        exists.set(raw.path, true);
+        out.push({ raw, appeared: true, stat });
+        continue;
+      }
+      const appeared = !exists.get(raw.path);
+      exists.set(raw.path, appeared);
+      out.push({ raw, appeared, stat: appeared ? stat : undefined });
+    }
+    for (const [p, e] of exists) this.remember(p, e);
+    // Self events (the watched directory itself deleted or moved) carry its own basename;
+    // the parent's watcher reports those, so they are dropped here.
     return out.filter((c) => !this.isSelfEvent(c));
+  }
+
+  private remember(p: string, exists: boolean): void {
+    this.known.delete(p);
+    this.known.set(p, exists);
+    if (this.known.size > KNOWN_PATHS_LIMIT) {
+      const oldest = this.known.keys().next().value;
+      if (oldest !== undefined) this.known.delete(oldest);
+    }
   }
 
   private isSelfEvent(c: Classified): boolean {
