@@ -25,6 +25,10 @@ trap cleanup EXIT
 step "debootstrap bookworm into $root (mirror $mirror)"
 debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A fresh machine of this kind trusts the same CAs as this one (the npm registry may sit behind
+# a TLS-inspecting proxy with a local CA), so carry the trust store over.
+mkdir -p "$root/etc/ssl/certs"
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"

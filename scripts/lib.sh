@@ -35,6 +35,11 @@ use_node() {
   export PATH="$(dirname "$node"):$PATH"
   export NESTBOX_NODE="$node"
   # node-gyp builds native addons against these headers instead of downloading them.
+  # Official Node builds trust only their bundled CAs; also trust the machine's store, as
+  # Debian's own Node does (matters behind TLS-inspecting proxies with a local CA).
+  if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   local inc
   inc="$(cd "$(dirname "$node")/.." && pwd)"
   if [ -f "$inc/include/node/node.h" ]; then
