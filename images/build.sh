@@ -19,6 +19,8 @@ ENVD_BUNDLE=${NESTBOX_ENVD_BUNDLE:-"$REPO_DIR/packages/envd/dist/bundle"}
 GUEST_INIT=/usr/local/sbin/nestbox-init
 ENVD_PORT=49983
 TOTAL_STEPS=8
+# Bump when the minimal kernel's build commands change (its cache key is this + its config).
+KERNEL_RECIPE_VERSION=1
 
 FORCE=0
 KERNEL_KIND=${NESTBOX_KERNEL:-debian}
@@ -321,6 +323,7 @@ rm -rf "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/
 # ---------------------------------------------------------------------------------------------
 KERNEL_FILE=""
 INITRD_FILE=""
+KERNEL_ACPI=true
 KERNEL_VERSION=""
 apt_download() { # into the current directory, through this machine's apt configuration
   apt-get -q -o APT::Sandbox::User=root download "$@" >/dev/null
@@ -377,6 +380,8 @@ build_kernel_debian() {
   install -m 0644 "$kdir/x/boot/vmlinuz-$kver" "$OUT/vmlinuz"
   KERNEL_FILE=vmlinuz
   INITRD_FILE=initrd.img
+  # Debian's kernel finds the virtio-mmio devices through QEMU's ACPI tables.
+  KERNEL_ACPI=true
   # The full module tree goes into the guest so modprobe works there (overlay, nf_tables, ...).
   mkdir -p "$ROOT/lib/modules"
   cp -a "$moddir" "$ROOT/lib/modules/"
@@ -384,15 +389,16 @@ build_kernel_debian() {
 }
 
 build_kernel_minimal() {
-  local tarball src_pkg_version key cache kdir jobs
-  tarball=$(compgen -G "/usr/src/linux-source-6.12.tar.*" | head -n 1)
+  local tarball src_pkg_version key cache kdir jobs tarballs
+  mapfile -t tarballs < <(compgen -G "/usr/src/linux-source-6.12.tar.*")
+  tarball=${tarballs[0]}
   src_pkg_version=$(dpkg-query -W -f '${Version}' linux-source-6.12 2>/dev/null || echo unknown)
   # The kernel depends only on its source and config, so it is cached apart from the root
   # filesystem: rebuilding the image for a new envd does not recompile the kernel.
   key=$({
     echo "$src_pkg_version"
+    echo "$KERNEL_RECIPE_VERSION"
     sha256sum <"$SCRIPT_DIR/kernel/minimal.config"
-    sha256sum <"$SCRIPT_DIR/build.sh"
   } | sha256sum | cut -c1-16)
   cache="$NESTBOX_DIR/cache/kernel-minimal-$key"
   if [ -f "$cache/vmlinux" ]; then
@@ -414,13 +420,15 @@ build_kernel_minimal() {
         grep -qx "$opt" .config || missing+=" $opt"
       done < <(grep -E '^CONFIG_[A-Z0-9_]+=y' "$SCRIPT_DIR/kernel/minimal.config")
       [ -z "$missing" ] || { echo "build.sh: kernel config lost:$missing" >&2; exit 1; }
-      echo "      compiling linux $(make -s kernelversion) with $jobs jobs (several minutes)"
+      echo "      compiling linux $(make -s kernelversion) with $jobs jobs (about 3 minutes on 2 cores)"
       make -j"$jobs" vmlinux >"$WORK/kernel-build.log" 2>&1 ||
         { tail -n 40 "$WORK/kernel-build.log" >&2; exit 1; }
+      make -s kernelrelease >"$WORK/kernelrelease"
     ) || die "kernel build failed"
     mkdir -p "$cache.tmp"
     install -m 0644 "$kdir/vmlinux" "$cache.tmp/vmlinux"
     install -m 0644 "$kdir/.config" "$cache.tmp/config"
+    install -m 0644 "$WORK/kernelrelease" "$cache.tmp/release"
     rm -rf "$cache"
     mv "$cache.tmp" "$cache"
     rm -rf "$kdir"
@@ -428,7 +436,9 @@ build_kernel_minimal() {
   install -m 0644 "$cache/vmlinux" "$OUT/vmlinux"
   install -D -m 0644 "$cache/config" "$ROOT/boot/config-nestbox-minimal"
   KERNEL_FILE=vmlinux
-  KERNEL_VERSION="$(strings "$cache/vmlinux" | grep -m1 -oE 'Linux version [^ ]+' | cut -d' ' -f3) (minimal, linux-source-6.12 $src_pkg_version)"
+  # Built without ACPI: QEMU must run with acpi=off and put the devices on the command line.
+  KERNEL_ACPI=false
+  KERNEL_VERSION="$(cat "$cache/release" 2>/dev/null || echo 6.12) (minimal, linux-source-6.12 $src_pkg_version)"
 }
 
 step "kernel ($KERNEL_KIND)"
@@ -474,6 +484,7 @@ size_of() { stat -c %s "$1"; }
   echo "  \"rootfs\": \"rootfs.ext4\","
   echo "  \"rootfsFormat\": \"raw\","
   echo "  \"cmdline\": \"$CMDLINE\","
+  echo "  \"acpi\": $KERNEL_ACPI,"
   echo "  \"sizes\": {"
   echo "    \"kernel\": $(size_of "$OUT/$KERNEL_FILE"),"
   [ -z "$INITRD_FILE" ] || echo "    \"initrd\": $(size_of "$OUT/$INITRD_FILE"),"

@@ -88,6 +88,7 @@ before(async () => {
     initrd: image.initrdPath,
     cmdline: guestKernelCmdline({ image: image.manifest.cmdline }),
     rootfs: { path: overlay, format: "qcow2" },
+    acpi: image.manifest.acpi,
     tap: { ifname: network.tap },
     memoryMiB: 1024,
     vcpus: 2,

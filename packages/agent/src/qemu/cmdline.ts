@@ -22,6 +22,12 @@ export interface MicrovmConfig {
     ifname: string;
     mac?: string;
   };
+  /**
+   * Describe devices to the guest in ACPI tables (default). With `false` QEMU instead appends
+   * `virtio_mmio.device=` entries to the kernel command line, which the minimal kernel (built
+   * without ACPI) needs; the image manifest's `acpi` field says which one an image wants.
+   */
+  acpi?: boolean;
   memoryMiB: number;
   vcpus: number;
   accel: Accel;
@@ -64,7 +70,7 @@ export function buildMicrovmArgv(cfg: MicrovmConfig): string[] {
     cfg.qemuBinary ?? "qemu-system-x86_64",
     // x-option-roms=off: no option ROM scan; the kernel is loaded directly.
     "-M",
-    "microvm,x-option-roms=off,isa-serial=on",
+    `microvm,x-option-roms=off,isa-serial=on${cfg.acpi === false ? ",acpi=off" : ""}`,
     "-accel",
     cfg.accel,
     "-cpu",

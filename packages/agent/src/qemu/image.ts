@@ -16,6 +16,8 @@ export interface ImageManifest {
   rootfsFormat: "raw";
   /** The image's part of the kernel command line (root device, init). */
   cmdline: string;
+  /** Whether the kernel expects QEMU's ACPI tables (false: start QEMU with acpi=off). */
+  acpi: boolean;
   sizes: { kernel: number; initrd?: number; rootfs: number; rootfsContents: number };
   nodeVersion: string;
   suite: string;
