@@ -3,7 +3,7 @@ import { createWriteStream } from "node:fs";
 import { chmod, chown, lstat, realpath, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import busboy from "busboy";
@@ -54,20 +54,28 @@ export async function handleUpload(
 ) {
   const file = authorizeFileRequest(ctx, req, url, "write");
   const metadata = metadataFromHeaders(req.headers);
-  const body = decodedBody(req);
+  // Decoding starts only when a writer is ready to consume (and to hear about bad gzip).
+  const body = () => decodedBody(req);
+  // Aborts also surface through the pipelines reading the body; this keeps an abort before
+  // any reader is attached from becoming an unhandled 'error'.
+  req.on("error", (err) => ctx.log.warn("upload request failed", { err: String(err) }));
   const mediaType =
     (req.headers["content-type"] ?? "").split(";", 1)[0]?.trim().toLowerCase() ?? "";
   const resolve = (target: string) => resolveUserPath(target, file.user);
-  const write = (dest: string, data: Readable) => writeUpload(dest, data, file.creds, metadata);
+  const write = (dest: string, data: () => Readable) =>
+    writeUpload(dest, data, file.creds, metadata);
 
   let entries: UploadedEntry[];
   try {
     if (mediaType === "application/octet-stream") {
       if (!file.rawPath)
         throw new HttpError(400, "path query parameter is required for raw body upload");
-      entries = [await write(resolve(file.rawPath), body)];
+      const dest = resolve(file.rawPath);
+      entries = [await write(dest, body)];
     } else if (mediaType.startsWith("multipart/")) {
-      entries = await multipartUpload(req, body, file.rawPath, resolve, write);
+      entries = await multipartUpload(req, body(), file.rawPath, resolve, (dest, data) =>
+        write(dest, () => data),
+      );
     } else {
       throw new HttpError(
         400,
@@ -77,21 +85,38 @@ export async function handleUpload(
   } catch (err) {
     // Responding before the body is read leaves it in the socket; discard it so a keep-alive
     // connection stays usable.
+    // The body may be half-read: close the connection after the error response rather than
+    // letting the client reuse it, and read the rest away so the response is not reset.
+    res.setHeader("connection", "close");
     req.unpipe();
     req.resume();
-    throw err;
+    throw isZlibError(err)
+      ? new HttpError(400, `invalid gzip body: ${(err as Error).message}`)
+      : err;
   }
   if (entries.length === 0) throw new HttpError(400, "no file part named 'file' in the upload");
   sendJson(res, 200, entries);
 }
 
+function isZlibError(err: unknown): boolean {
+  return /^Z_/.test(String((err as NodeJS.ErrnoException | undefined)?.code ?? ""));
+}
+
+/**
+ * The request body, gunzipped when so encoded. Readers get a stream piped from the request
+ * rather than the request itself, so a failing writer (ENOSPC) does not destroy the socket
+ * before the error response is out; a client abort still fails the reader.
+ */
 function decodedBody(req: IncomingMessage): Readable {
   const encoding = (req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
-  if (encoding === "identity" || encoding === "") return req;
-  if (encoding !== "gzip") throw new HttpError(400, `unsupported content encoding: ${encoding}`);
-  const gunzip = createGunzip();
-  req.on("error", (err) => gunzip.destroy(err));
-  return req.pipe(gunzip);
+  let out: Readable & NodeJS.WritableStream;
+  if (encoding === "identity" || encoding === "") out = new PassThrough();
+  else if (encoding === "gzip") out = createGunzip();
+  else throw new HttpError(400, `unsupported content encoding: ${encoding}`);
+  req.on("close", () => {
+    if (!req.complete) out.destroy(new Error("upload aborted before the body was complete"));
+  });
+  return req.pipe(out);
 }
 
 /** Parts are written one after the other, in order, as busboy hands them out. */
@@ -176,7 +201,7 @@ async function multipartUpload(
  */
 export async function writeUpload(
   dest: string,
-  data: Readable,
+  data: () => Readable,
   creds: Credentials,
   metadata: Record<string, string>,
 ): Promise<UploadedEntry> {
@@ -204,7 +229,7 @@ export async function writeUpload(
 
   const tmp = uploadTempPath(target);
   try {
-    await pipeline(data, createWriteStream(tmp, { flags: "wx", mode: 0o600 }));
+    await pipeline(data(), createWriteStream(tmp, { flags: "wx", mode: 0o600 }));
     await chown(tmp, creds.uid, creds.gid);
     await chmod(tmp, existing ? existing.mode & 0o7777 : NEW_FILE_MODE);
     if (existing) await copyMetadata(target, tmp);
