@@ -357,6 +357,26 @@ describe("WatchDir", () => {
     assert.ok(!events.some((e) => e.name.includes("nestbox-upload")), JSON.stringify(events));
   });
 
+  test("overwriting a file again and again reports writes, never a removal", async () => {
+    const dir = userDir("watch-overwrite");
+    const events = await watchUntil(
+      dir,
+      {},
+      async () => {
+        for (let i = 0; i < 5; i++) await sbx.files.write(`${dir}/same.txt`, `version ${i}`);
+        await sbx.files.write(`${dir}/done`, "");
+      },
+      (ev) => has(ev, FilesystemEventType.CREATE, "done"),
+    );
+    const forSame = events.filter((e) => e.name === "same.txt");
+    assert.ok(
+      forSame.filter((e) => e.type === FilesystemEventType.WRITE).length >= 5,
+      JSON.stringify(events),
+    );
+    assert.ok(!has(events, FilesystemEventType.REMOVE, "same.txt"), JSON.stringify(events));
+    assert.ok(!has(events, FilesystemEventType.RENAME, "same.txt"), JSON.stringify(events));
+  });
+
   test("reports chmod separately from writes", async () => {
     const dir = userDir("watch-chmod");
     writeFileSync(`${dir}/f`, "x");

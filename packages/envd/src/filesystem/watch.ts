@@ -232,9 +232,12 @@ export class DirWatcher {
   }
 
   /**
-   * Decides for each "rename" whether the path appeared or disappeared. A path's events in one
-   * batch alternate between the two, ending in its current state, so they are assigned
-   * backwards from an lstat taken now.
+   * Decides for each "rename" whether the path appeared or disappeared. A path's events
+   * alternate between the two, starting from its remembered state or, for a path not seen
+   * before, from the state that makes them end where an lstat taken now finds it. One
+   * exception: a rename onto an existing name (an upload landing over the old file) makes the
+   * name "appear" without having disappeared; it shows as an event for an existing path right
+   * after another path vanished.
    */
   private classify(batch: RawEvent[]): Classified[] {
     const stats = new Map<string, BigIntStats | undefined>();
@@ -255,16 +258,24 @@ export class DirWatcher {
     }
     const exists = new Map(before);
     const out: Classified[] = [];
+    let previous: Classified | undefined;
     for (const raw of batch) {
       const stat = stats.get(raw.path);
       if (raw.kind === "change") {
         exists.set(raw.path, true);
         out.push({ raw, appeared: true, stat });
+        previous = undefined;
         continue;
       }
-      const appeared = !exists.get(raw.path);
+      const movedOver =
+        previous !== undefined &&
+        !previous.appeared &&
+        previous.raw.path !== raw.path &&
+        stat !== undefined;
+      const appeared = movedOver || !exists.get(raw.path);
       exists.set(raw.path, appeared);
-      out.push({ raw, appeared, stat: appeared ? stat : undefined });
+      previous = { raw, appeared, stat: appeared ? stat : undefined };
+      out.push(previous);
     }
     for (const [p, e] of exists) this.remember(p, e);
     // Self events (the watched directory itself deleted or moved) carry its own basename;
