@@ -22,6 +22,7 @@ TOTAL_STEPS=8
 # Bump when the minimal kernel's build commands change (its cache key is this + its config).
 KERNEL_RECIPE_VERSION=1
 
+ORIG_ARGS="$*"
 FORCE=0
 KERNEL_KIND=${NESTBOX_KERNEL:-debian}
 
@@ -89,6 +90,9 @@ step() {
 # Temporary build directory and cleanup. Everything is built under $WORK (on the same filesystem
 # as the destination so the final rename is atomic); on any exit it is unmounted and removed.
 WORK=""
+# The original stderr, for messages from the EXIT trap: a signal can arrive while a step's output
+# is redirected to its log file.
+exec 3>&2
 unmount_under() {
   local dir=$1 target
   # Deepest first; -l so a busy mount cannot keep us from removing the tree.
@@ -100,19 +104,42 @@ unmount_under() {
 still_mounted_under() {
   awk -v d="$1/" '{ if (index($5, d) == 1) { found = 1 } } END { exit !found }' /proc/self/mountinfo
 }
+# Long steps run in the background and are waited for: bash runs a trap only after the foreground
+# command ends, and debootstrap/dpkg ignore SIGINT, so Ctrl-C would otherwise go unnoticed for
+# minutes. `wait` returns at once on a trapped signal.
+CHILD_PID=""
+run_child() {
+  "$@" &
+  CHILD_PID=$!
+  local status=0
+  wait "$CHILD_PID" || status=$?
+  CHILD_PID=""
+  return "$status"
+}
+kill_tree() { # pid: our own child and its descendants, children first
+  local pid=$1 child
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+    kill_tree "$child"
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+}
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  if [ -n "$CHILD_PID" ]; then
+    kill_tree "$CHILD_PID"
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     unmount_under "$WORK"
     if still_mounted_under "$WORK"; then
-      echo "build.sh: WARNING: mounts remain under $WORK; not deleting it" >&2
+      echo "build.sh: WARNING: mounts remain under $WORK; not deleting it" >&3
     else
       rm -rf --one-file-system "$WORK"
     fi
   fi
   if [ "$status" -ne 0 ]; then
-    echo "build.sh: FAILED${STEP_NAME:+ during step '$STEP_NAME'} (exit $status)" >&2
+    echo "build.sh: FAILED${STEP_NAME:+ during step '$STEP_NAME'} (exit $status)" >&3
   fi
   exit "$status"
 }
@@ -122,7 +149,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
 step "checking prerequisites"
-[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot and device nodes need it); try: sudo $0 $*"
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot and device nodes need it); try: sudo $0 $ORIG_ARGS"
 
 missing_pkgs=()
 need_cmd() { # command package
@@ -259,7 +286,7 @@ step "debootstrap --variant=minbase $SUITE (this takes a minute)"
 mapfile -t GUEST_PACKAGES < <(grep -v '^[[:space:]]*\(#\|$\)' "$SCRIPT_DIR/packages.txt")
 INCLUDE=$(IFS=,; echo "${GUEST_PACKAGES[*]}")
 mkdir -p "$NESTBOX_DIR/cache/debootstrap"
-if ! debootstrap --variant=minbase --include="$INCLUDE" \
+if ! run_child debootstrap --variant=minbase --include="$INCLUDE" \
   --cache-dir="$NESTBOX_DIR/cache/debootstrap" \
   "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
   tail -n 30 "$WORK/debootstrap.log" >&2
@@ -388,6 +415,24 @@ build_kernel_debian() {
   install -D -m 0644 "$kdir/x/boot/config-$kver" "$ROOT/boot/config-$kver"
 }
 
+build_kernel_tree() { # source dir, jobs; runs as a background child (see run_child)
+  local kdir=$1 jobs=$2
+  cd "$kdir"
+  make -s tinyconfig >/dev/null
+  scripts/kconfig/merge_config.sh -m -O . .config "$SCRIPT_DIR/kernel/minimal.config" >/dev/null
+  make -s olddefconfig >/dev/null
+  # merge_config silently drops options whose dependencies are unmet; catch that here.
+  local opt missing=""
+  while read -r opt; do
+    grep -qx "$opt" .config || missing+=" $opt"
+  done < <(grep -E '^CONFIG_[A-Z0-9_]+=y' "$SCRIPT_DIR/kernel/minimal.config")
+  [ -z "$missing" ] || { echo "build.sh: kernel config lost:$missing" >&2; exit 1; }
+  echo "      compiling linux $(make -s kernelversion) with $jobs jobs (about 3 minutes on 2 cores)"
+  make -j"$jobs" vmlinux >"$WORK/kernel-build.log" 2>&1 ||
+    { tail -n 40 "$WORK/kernel-build.log" >&2; exit 1; }
+  make -s kernelrelease >"$WORK/kernelrelease"
+}
+
 build_kernel_minimal() {
   local tarball src_pkg_version key cache kdir jobs tarballs
   mapfile -t tarballs < <(compgen -G "/usr/src/linux-source-6.12.tar.*")
@@ -407,24 +452,9 @@ build_kernel_minimal() {
     kdir="$WORK/linux"
     mkdir -p "$kdir"
     echo "      unpacking $tarball"
-    tar -xf "$tarball" -C "$kdir" --strip-components=1
+    run_child tar -xf "$tarball" -C "$kdir" --strip-components=1
     jobs=$(nproc)
-    (
-      cd "$kdir"
-      make -s tinyconfig >/dev/null
-      scripts/kconfig/merge_config.sh -m -O . .config "$SCRIPT_DIR/kernel/minimal.config" >/dev/null
-      make -s olddefconfig >/dev/null
-      # merge_config silently drops options whose dependencies are unmet; catch that here.
-      local opt missing=""
-      while read -r opt; do
-        grep -qx "$opt" .config || missing+=" $opt"
-      done < <(grep -E '^CONFIG_[A-Z0-9_]+=y' "$SCRIPT_DIR/kernel/minimal.config")
-      [ -z "$missing" ] || { echo "build.sh: kernel config lost:$missing" >&2; exit 1; }
-      echo "      compiling linux $(make -s kernelversion) with $jobs jobs (about 3 minutes on 2 cores)"
-      make -j"$jobs" vmlinux >"$WORK/kernel-build.log" 2>&1 ||
-        { tail -n 40 "$WORK/kernel-build.log" >&2; exit 1; }
-      make -s kernelrelease >"$WORK/kernelrelease"
-    ) || die "kernel build failed"
+    run_child build_kernel_tree "$kdir" "$jobs" || die "kernel build failed"
     mkdir -p "$cache.tmp"
     install -m 0644 "$kdir/vmlinux" "$cache.tmp/vmlinux"
     install -m 0644 "$kdir/.config" "$cache.tmp/config"
