@@ -167,4 +167,15 @@ test("base image boots and envd serves the E2B SDK", { timeout: TEST_TIMEOUT_MS 
   t.diagnostic(`commands.run('id -un') took ${Date.now() - started} ms`);
   assert.equal(result.exitCode, 0, `stderr: ${result.stderr}`);
   assert.equal(result.stdout.trim(), "user");
+
+  // The base template's promises: passwordless sudo, the listed tools on PATH, the fixed address.
+  const checks = await sandbox.commands.run(
+    "sudo -n id -un && command -v bash python3 git curl node ip && ip -4 -o addr show dev eth0",
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(checks.exitCode, 0, `stderr: ${checks.stderr}`);
+  const lines = checks.stdout.trim().split("\n");
+  assert.equal(lines[0], "root");
+  assert.equal(lines.length, 8, checks.stdout);
+  assert.match(checks.stdout, /inet 169\.254\.0\.21\/30/);
 });
