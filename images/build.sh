@@ -164,7 +164,9 @@ need_cmd apt-get apt
 need_cmd dpkg-deb dpkg
 need_cmd sha256sum coreutils
 need_cmd chroot coreutils
-need_cmd findmnt util-linux
+need_cmd flock util-linux
+# debootstrap verifies the archive's Release signature with this keyring.
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing_pkgs+=(debian-archive-keyring)
 if [ "$KERNEL_KIND" = minimal ]; then
   need_cmd make build-essential
   need_cmd gcc build-essential
@@ -266,6 +268,15 @@ INPUT_HASH=$({
 } | sha256sum | cut -d' ' -f1)
 SHORT_HASH=${INPUT_HASH:0:12}
 echo "      inputs hash $INPUT_HASH"
+
+# One build at a time per NESTBOX_DIR (`nestbox up` and `nestbox image build` may race). The
+# up-to-date check comes after the lock: the other build may just have produced this very image.
+mkdir -p "$IMAGES_DIR"
+exec 9>"$IMAGES_DIR/.build.lock"
+if ! flock -n 9; then
+  echo "      another image build is running in $IMAGES_DIR; waiting for it"
+  flock 9
+fi
 
 CURRENT_MANIFEST="$IMAGES_DIR/base/manifest.json"
 if [ "$FORCE" -eq 0 ] && [ -f "$CURRENT_MANIFEST" ] &&

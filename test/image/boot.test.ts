@@ -64,7 +64,19 @@ async function stopQemu(): Promise<void> {
   clearTimeout(timer);
 }
 
+function requireCommand(command: string, pkg: string): void {
+  try {
+    execFileSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" });
+  } catch {
+    throw new Error(`${command} not found: install the ${pkg} package (see images/deps.txt)`);
+  }
+}
+
 before(async () => {
+  requireCommand("qemu-system-x86_64", "qemu-system-x86");
+  requireCommand("qemu-img", "qemu-utils");
+  requireCommand("nft", "nftables");
+  assert.equal(process.getuid?.(), 0, "the boot test needs root (network namespaces, TAP)");
   image = await loadGuestImage("base");
   workDir = mkdtempSync(join(tmpdir(), "nbx-boot-test-"));
   consoleLog = join(workDir, "console.log");
