@@ -118,6 +118,7 @@ run_child() {
 }
 kill_tree() { # pid: our own child and its descendants, children first
   local pid=$1 child
+  # shellcheck disable=SC2013 # the file is a space-separated list of pids
   for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
     kill_tree "$child"
   done
@@ -139,6 +140,7 @@ cleanup() {
     fi
   fi
   if [ "$status" -ne 0 ]; then
+    # shellcheck disable=SC2016 # the quotes are literal text, $STEP_NAME does expand
     echo "build.sh: FAILED${STEP_NAME:+ during step '$STEP_NAME'} (exit $status)" >&3
   fi
   exit "$status"
@@ -185,7 +187,9 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
 fi
 
 NODE_BIN=${NESTBOX_NODE:-$(command -v node || true)}
-[ -n "$NODE_BIN" ] && [ -x "$NODE_BIN" ] || die "no node binary found (set NESTBOX_NODE or put node on PATH)"
+if [ -z "$NODE_BIN" ] || [ ! -x "$NODE_BIN" ]; then
+  die "no node binary found (set NESTBOX_NODE or put node on PATH)"
+fi
 NODE_BIN=$(readlink -f "$NODE_BIN")
 NODE_VERSION=$("$NODE_BIN" --version)
 
@@ -387,7 +391,8 @@ build_kernel_debian() {
   grep -qE '/ext4\.ko' "$moddir/modules.builtin" || want+=(ext4)
   for m in "${want[@]}"; do
     line=$(grep -E "(^|/)$m\.ko(\.[a-z]+)?:" "$moddir/modules.dep") || die "module $m not in $pkg"
-    local deps=(${line#*:}) i
+    local deps i
+    read -r -a deps <<<"${line#*:}"
     for ((i = ${#deps[@]} - 1; i >= 0; i--)); do
       dep=${deps[$i]}
       [[ "$seen" == *" $dep "* ]] || { order+=("$dep"); seen+="$dep "; }
