@@ -41,8 +41,7 @@ if ! diff -r "$gen_tmp" packages/proto/src/gen >/dev/null; then
 fi
 
 step "typecheck"
-npx --no-install tsc -b packages/proto packages/envd packages/sdk
-npx --no-install tsc -p test
+npm run --silent typecheck
 
 if [ "$SKIP_IMAGE" = 0 ]; then
   step "guest image"
