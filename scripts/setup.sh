@@ -73,8 +73,10 @@ step "Node.js: $NESTBOX_NODE ($("$NESTBOX_NODE" --version))"
 lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
 stamp="node_modules/.nestbox-lock-sha256"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
-  step "installing npm dependencies (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  step "installing npm dependencies"
+  # Not `npm ci`: it insists on lock entries for every platform's optional binaries, which a
+  # registry mirror may not carry. --no-save keeps package.json and the lockfile untouched.
+  npm install --no-save --no-audit --no-fund --loglevel=error
   echo "$lock_hash" > "$stamp"
 else
   step "npm dependencies: up to date"
