@@ -29,7 +29,7 @@ cd "$NESTBOX_ROOT"
 use_node
 
 step "lint (biome)"
-npx --no-install biome ci --reporter=summary . >&2
+npx --no-install biome ci --colors=off --reporter=summary . >&2
 
 step "generated code is up to date (buf generate)"
 gen_tmp="$(mktemp -d)"

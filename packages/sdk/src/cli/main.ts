@@ -45,7 +45,9 @@ async function runImageBuild(args: string[]): Promise<number> {
   const script = path.join(repoRoot, "images/build.sh");
   if (!existsSync(script)) throw new CliError("images/build.sh is missing from this checkout");
   // Re-bundle envd first (well under a second) so the image never carries a stale envd.
-  const bundled = await runChild(process.execPath, [path.join(repoRoot, "packages/envd/scripts/bundle.mjs")]);
+  const bundled = await runChild(process.execPath, [
+    path.join(repoRoot, "packages/envd/scripts/bundle.mjs"),
+  ]);
   if (bundled !== 0) return bundled;
   return runChild("bash", [script, ...args]);
 }
