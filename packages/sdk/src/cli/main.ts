@@ -116,6 +116,15 @@ class CliError extends Error {
   override name = "CliError";
 }
 
+/** A daemon's own bad-usage error (envd's UsageError, node:util parseArgs errors): exit 2. */
+function isUsageError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  return (
+    err.name === "UsageError" || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))
+  );
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || HELP_FLAGS.has(name) || name === "help") {
@@ -139,7 +148,9 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`nestbox: ${message}\n`);
-    if (err instanceof CliError) process.stderr.write("Run 'nestbox --help' for usage.\n");
-    process.exit(err instanceof CliError ? 2 : 1);
+    const usage = err instanceof CliError || isUsageError(err);
+    if (usage)
+      process.stderr.write("Run 'nestbox --help' (or 'nestbox <command> --help') for usage.\n");
+    process.exit(usage ? 2 : 1);
   },
 );
