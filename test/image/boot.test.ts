@@ -190,4 +190,29 @@ test("base image boots and envd serves the E2B SDK", { timeout: TEST_TIMEOUT_MS 
   assert.equal(lines[0], "root");
   assert.equal(lines.length, 8, checks.stdout);
   assert.match(checks.stdout, /inet 169\.254\.0\.21\/30/);
+
+  // envd's other halves work in the guest too: files (native xattr addon) and watches (inotify).
+  const seen: string[] = [];
+  const watch = await sandbox.files.watchDir(
+    "/home/user",
+    (e) => void seen.push(`${e.type}:${e.name}`),
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  try {
+    await sandbox.files.write("/home/user/hello.txt", "hi from the host", {
+      metadata: { origin: "boot-test" },
+    });
+    const info = await sandbox.files.getInfo("/home/user/hello.txt");
+    assert.equal(info.owner, "user");
+    assert.deepEqual(info.metadata, { origin: "boot-test" });
+    assert.equal(await sandbox.files.read("/home/user/hello.txt"), "hi from the host");
+    const deadline = Date.now() + 30_000;
+    while (!seen.includes("write:hello.txt") && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.ok(seen.includes("write:hello.txt"), JSON.stringify(seen));
+  } finally {
+    await watch.stop();
+  }
 });

@@ -7,7 +7,7 @@ import type { UserDb } from "../users.js";
 import { type Credentials, isMissing } from "./access.js";
 import { entryInfo, toEntryInfo } from "./entry-info.js";
 import { requireListableDir } from "./ops.js";
-import { DirWatcher, type WatchEvent } from "./watch.js";
+import { DirWatcher, type WatchEvent, WatchStartError } from "./watch.js";
 
 /** statfs magic numbers of network and FUSE filesystems, where inotify sees no remote changes. */
 const NETWORK_FS = new Set([0x6969, 0xff534d42, 0x517b, 0xfe534d42, 0x65735546]);
@@ -64,11 +64,14 @@ export class WatchSession {
         onError: (err) => sink.onError(err),
       });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOSPC") {
-        throw new ConnectError(
-          "too many watched directories (inotify limit)",
-          Code.ResourceExhausted,
-        );
+      if (err instanceof WatchStartError) {
+        const code = {
+          ENOSPC: Code.ResourceExhausted,
+          EACCES: Code.PermissionDenied,
+          ENOENT: Code.NotFound,
+          EUNKNOWN: Code.Internal,
+        }[err.code];
+        throw new ConnectError(`cannot watch ${req.path}: ${err.message}`, code);
       }
       throw err;
     }

@@ -1,9 +1,11 @@
-import { type BigIntStats, type Dirent, type FSWatcher, lstatSync, watch } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { type Dirent, lstatSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { EventType } from "@nestbox/proto/filesystem";
 import type { Logger } from "../log.js";
-import { type Credentials, permits, R_OK, X_OK } from "./access.js";
+import { userArgv } from "../process/launch.js";
+import type { Credentials } from "./access.js";
 import { isUploadTemp } from "./upload-temp.js";
 
 /** One event as E2B reports it: `name` is relative to the watched directory. */
@@ -19,321 +21,234 @@ export interface DirWatcherOptions {
   creds: Credentials;
   log: Logger;
   onEvents(events: WatchEvent[]): void;
-  /** The watched directory itself failed or vanished; the watch is over. */
+  /** The watcher failed or the watched directory vanished; the watch is over. */
   onError(err: Error): void;
 }
 
-interface RawEvent {
-  kind: "rename" | "change";
-  path: string;
+/** Why a watch could not start, with errno-like codes the service maps to Connect codes. */
+export class WatchStartError extends Error {
+  constructor(
+    message: string,
+    readonly code: "ENOSPC" | "EACCES" | "ENOENT" | "EUNKNOWN",
+  ) {
+    super(message);
+    this.name = "WatchStartError";
+  }
 }
 
-interface Classified {
-  raw: RawEvent;
-  /** For "rename": did this event make the path appear or disappear? */
-  appeared: boolean;
-  stat: BigIntStats | undefined;
-}
+const INOTIFY_EVENTS = "create,modify,delete,moved_from,moved_to,attrib,delete_self,move_self";
+/** How long after a directory appears we list it for entries created before its watch. */
+const NEW_DIR_SCAN_DELAY_MS = 50;
+/** A synthesized CREATE suppresses the real one for the same path within this window. */
+const SYNTHESIZED_TTL_MS = 2000;
 
 /**
- * A directory watcher on Node's fs.watch (one inotify watch per directory). Recursive watching
- * adds a watch for every existing and newly appearing subdirectory itself: Node 20's
- * `recursive: true` on Linux misses events in directories created after the start.
+ * A directory watcher on the kernel's inotify, through util `inotifywait` (inotify-tools): it
+ * reports exact event kinds (create, modify, delete, moved from/to, attrib), which E2B's envd
+ * (fsnotify) maps one to one. Node's fs.watch only says "rename" or "change", and guessing the
+ * kind from that is unreliable under load.
  *
- * Node reports only "rename" (appeared or disappeared) and "change" (data or attributes), so
- * events are collected for a few milliseconds (a burst such as both halves of a rename, which
- * another CPU may let us read separately, lands in one batch) and classified afterwards: each
- * "rename" toggles whether the path exists, starting from what we last knew or else working
- * back from an lstat taken now; a path that vanished directly followed by one that appeared is
- * a rename; "change" with mtime == ctime is a write (a write sets both to the same instant,
- * chmod/chown only ctime).
+ * inotifywait runs as the requesting user, so the kernel enforces that user's permission to
+ * watch each directory. With `recursive`, directories created later are watched as they appear;
+ * entries created in them before the watch existed are found by listing the new directory.
  */
-/** How long events are gathered before being classified together. */
-const BATCH_WINDOW_MS = 10;
-/** Paths whose existence is remembered between batches; the oldest are forgotten first. */
-const KNOWN_PATHS_LIMIT = 10_000;
-
 export class DirWatcher {
-  private readonly watchers = new Map<string, FSWatcher>();
-  private batch: RawEvent[] = [];
-  /** Whether each recently seen path exists after the events reported so far. */
-  private readonly known = new Map<string, boolean>();
-  private flushScheduled = false;
+  private child: ChildProcess | undefined;
   private closed = false;
+  private buffer = "";
+  /** The last MOVED_FROM, to recognise an upload's temp file landing on its destination. */
+  private lastMovedFrom: string | undefined;
+  private readonly synthesized = new Map<string, number>();
 
   private constructor(
     private readonly root: string,
     private readonly opts: DirWatcherOptions,
   ) {}
 
-  /** Starts watching; throws if the root itself cannot be watched (e.g. inotify limits). */
   static async start(root: string, opts: DirWatcherOptions): Promise<DirWatcher> {
-    const w = new DirWatcher(root, opts);
-    w.addWatch(root, true);
-    if (opts.recursive) await w.addTree(root, false);
+    const w = new DirWatcher(path.resolve(root), opts);
+    await w.spawn();
     return w;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fw of this.watchers.values()) fw.close();
-    this.watchers.clear();
-    this.batch = [];
+    this.child?.kill("SIGKILL");
   }
 
-  get watchedDirs(): number {
-    return this.watchers.size;
+  private spawn(): Promise<void> {
+    const args = ["-m", "-e", INOTIFY_EVENTS, "--format", "%e %w%f%0", "--no-newline"];
+    if (this.opts.recursive) args.push("-r");
+    args.push("--", this.root);
+    const c = this.opts.creds;
+    const argv = userArgv(
+      { name: c.name, uid: c.uid, gid: c.gid, home: c.home, shell: "/bin/sh" },
+      "inotifywait",
+      args,
+    );
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      let stderr = "";
+      const child = spawn(argv.file, argv.args, {
+        stdio: ["ignore", "pipe", "pipe"],
+        ...(argv.uid !== undefined ? { uid: argv.uid, gid: argv.gid } : {}),
+      });
+      this.child = child;
+      child.once("error", (err) => {
+        const e = new WatchStartError(`cannot run inotifywait: ${err.message}`, "EUNKNOWN");
+        if (!ready) reject(e);
+        else this.fail(e);
+      });
+      child.stderr?.setEncoding("utf8");
+      child.stderr?.on("data", (d: string) => {
+        stderr += d;
+        if (stderr.length > 8192) stderr = stderr.slice(-4096);
+        if (!ready && stderr.includes("Watches established.")) {
+          ready = true;
+          resolve();
+        }
+      });
+      child.stdout?.setEncoding("utf8");
+      child.stdout?.on("data", (d: string) => this.onData(d));
+      child.once("exit", (code, signal) => {
+        if (this.closed) return;
+        const err = startError(stderr, code, signal);
+        if (!ready) reject(err);
+        else this.fail(err);
+      });
+    });
   }
 
-  private addWatch(dir: string, isRoot: boolean): void {
-    if (this.closed || this.watchers.has(dir)) return;
-    let fw: FSWatcher;
-    try {
-      fw = watch(dir, { persistent: false, encoding: "utf8" });
-    } catch (err) {
-      if (isRoot) throw err;
-      // A subdirectory that vanished or that we cannot watch (inotify limit): the rest of the
-      // tree is still worth watching.
-      this.opts.log.warn("cannot watch subdirectory", { dir, err: String(err) });
+  private fail(err: Error): void {
+    if (this.closed) return;
+    this.close();
+    this.opts.onError(err);
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    const records = this.buffer.split("\0");
+    this.buffer = records.pop() ?? "";
+    const out: WatchEvent[] = [];
+    for (const rec of records) this.translate(rec, out);
+    if (out.length > 0 && !this.closed) this.opts.onEvents(out);
+  }
+
+  /** Maps one inotifywait record ("CREATE,ISDIR /abs/path") to E2B events, as fsnotify does. */
+  private translate(record: string, out: WatchEvent[]): void {
+    const space = record.indexOf(" ");
+    if (space < 0) return;
+    const kinds = new Set(record.slice(0, space).split(","));
+    let p = record.slice(space + 1);
+    if (p.length > 1 && p.endsWith("/")) p = p.slice(0, -1);
+    const isDir = kinds.has("ISDIR");
+    const self = kinds.has("DELETE_SELF") || kinds.has("MOVE_SELF");
+    if (self) {
+      // Subdirectories' own deletion is also reported by their parent; only the root matters.
+      if (p === this.root)
+        this.fail(new Error(`watched directory ${this.root} was removed or moved`));
       return;
     }
-    fw.on("change", (kind, filename) => {
-      if (this.closed || typeof filename !== "string" || filename === "") return;
-      this.batch.push({
-        kind: kind === "change" ? "change" : "rename",
-        path: path.join(dir, filename),
-      });
-      this.scheduleFlush();
-    });
-    fw.on("error", (err) => {
-      fw.close();
-      if (this.watchers.get(dir) === fw) this.watchers.delete(dir);
-      if (isRoot) this.opts.onError(err);
-    });
-    this.watchers.set(dir, fw);
-  }
-
-  /**
-   * Watches every directory below `dir`. With `report`, entries found are reported as CREATE
-   * (and WRITE for non-empty files): they appeared inside a directory that was itself just
-   * created, before its watch existed, so their own events were lost.
-   */
-  private async addTree(dir: string, report: boolean): Promise<void> {
-    const found: WatchEvent[] = [];
-    const walk = async (d: string) => {
-      let entries: Dirent[];
-      try {
-        entries = await readdir(d, { withFileTypes: true });
-      } catch (err) {
-        // Gone again, or not listable: nothing below it to watch.
-        this.opts.log.warn("cannot list directory to watch", { dir: d, err: String(err) });
-        return;
-      }
-      for (const e of entries) {
-        if (this.closed) return;
-        const p = path.join(d, e.name);
-        if (isUploadTemp(p)) continue;
-        const st = lstatOrUndefined(p);
-        if (st === undefined) continue;
-        if (report) {
-          found.push(this.event(p, EventType.CREATE));
-          if (st.isFile() && st.size > 0n) found.push(this.event(p, EventType.WRITE));
-        }
-        if (st.isDirectory() && this.mayList(st)) {
-          this.addWatch(p, false);
-          await walk(p);
-        }
-      }
-    };
-    await walk(dir);
-    if (found.length > 0 && !this.closed) this.opts.onEvents(found);
-  }
-
-  private mayList(st: BigIntStats): boolean {
-    const owner = {
-      mode: Number(st.mode),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      isDirectory: () => st.isDirectory(),
-    };
-    return permits(owner, this.opts.creds, R_OK | X_OK);
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setTimeout(() => {
-      this.flushScheduled = false;
-      this.flush();
-    }, BATCH_WINDOW_MS);
+    const movedFrom = this.lastMovedFrom;
+    this.lastMovedFrom = kinds.has("MOVED_FROM") ? p : undefined;
+    if (isUploadTemp(p)) return;
+    if (kinds.has("CREATE")) {
+      if (!this.consumeSynthesized(p)) out.push(this.event(p, EventType.CREATE));
+      if (isDir && this.opts.recursive) this.scanNewDir(p);
+    }
+    if (kinds.has("MOVED_TO")) {
+      out.push(this.event(p, EventType.CREATE));
+      // An upload landing by rename reads, to E2B clients, like the in-place write it replaces.
+      if (movedFrom !== undefined && isUploadTemp(movedFrom))
+        out.push(this.event(p, EventType.WRITE));
+      if (isDir && this.opts.recursive) this.scanNewDir(p);
+    }
+    if (kinds.has("MODIFY")) out.push(this.event(p, EventType.WRITE));
+    if (kinds.has("ATTRIB")) out.push(this.event(p, EventType.CHMOD));
+    if (kinds.has("DELETE")) out.push(this.event(p, EventType.REMOVE));
+    if (kinds.has("MOVED_FROM")) out.push(this.event(p, EventType.RENAME));
   }
 
   private event(p: string, type: EventType): WatchEvent {
     return { name: path.relative(this.root, p), type, path: p };
   }
 
-  private flush(): void {
-    const batch = this.batch;
-    this.batch = [];
-    if (this.closed || batch.length === 0) return;
-    const classified = this.classify(batch);
-    const out: WatchEvent[] = [];
-    const newDirs: string[] = [];
-    for (let i = 0; i < classified.length; i++) {
-      const c = classified[i] as Classified;
-      const p = c.raw.path;
-      if (c.raw.kind === "change") {
-        if (isUploadTemp(p)) continue;
-        // Already gone again (written, then moved or deleted in the same instant): it was
-        // most likely written, and the removal or rename follows in this batch.
-        const isWrite = c.stat === undefined || c.stat.mtimeNs === c.stat.ctimeNs;
-        out.push(this.event(p, isWrite ? EventType.WRITE : EventType.CHMOD));
-        continue;
-      }
-      if (!c.appeared) {
-        const next = classified[i + 1];
-        const movedTo =
-          next?.raw.kind === "rename" && next.appeared && next.raw.path !== p ? next : undefined;
-        this.unwatchBelow(p);
-        if (movedTo) {
-          i++;
-          const to = movedTo.raw.path;
-          if (isUploadTemp(p)) {
-            // An upload landing: report it as E2B's in-place write would appear.
-            if (!isUploadTemp(to)) {
-              out.push(this.event(to, EventType.CREATE));
-              // Already gone again: assume it had data, as nearly every upload does.
-              if (movedTo.stat === undefined || movedTo.stat.size > 0n) {
-                out.push(this.event(to, EventType.WRITE));
-              }
-            }
-            continue;
-          }
-          out.push(this.event(p, EventType.RENAME));
-          if (!isUploadTemp(to)) out.push(this.event(to, EventType.CREATE));
-          if (movedTo.stat?.isDirectory()) this.rewatchMoved(to);
-          continue;
-        }
-        if (!isUploadTemp(p)) out.push(this.event(p, EventType.REMOVE));
-        continue;
-      }
-      if (isUploadTemp(p)) continue;
-      out.push(this.event(p, EventType.CREATE));
-      if (c.stat?.isDirectory() && this.opts.recursive && this.mayList(c.stat)) newDirs.push(p);
-    }
-    if (out.length > 0) this.opts.onEvents(out);
-    for (const dir of newDirs) {
-      this.addWatch(dir, false);
-      this.addTree(dir, true).catch((err: unknown) =>
-        this.opts.log.warn("cannot watch new directory", { dir, err: String(err) }),
-      );
-    }
+  private consumeSynthesized(p: string): boolean {
+    const at = this.synthesized.get(p);
+    if (at === undefined) return false;
+    this.synthesized.delete(p);
+    return Date.now() - at < SYNTHESIZED_TTL_MS;
   }
 
   /**
-   * Decides for each "rename" whether the path appeared or disappeared. A path's events
-   * alternate between the two, starting from its remembered state or, for a path not seen
-   * before, from the state that makes them end where an lstat taken now finds it. One
-   * exception: a rename onto an existing name (an upload landing over the old file) makes the
-   * name "appear" without having disappeared; it shows as an event for an existing path right
-   * after another path vanished.
+   * Lists a directory that just appeared: what was created in it before inotifywait added its
+   * watch produced no events, so report it as created (and written, for non-empty files).
    */
-  private classify(batch: RawEvent[]): Classified[] {
-    const stats = new Map<string, BigIntStats | undefined>();
-    for (const e of batch) {
-      if (!stats.has(e.path)) stats.set(e.path, lstatOrUndefined(e.path));
-    }
-    // Where the path stood before this batch: remembered, or derived from its current state
-    // and the number of toggles in the batch.
-    const before = new Map<string, boolean>();
-    for (const [p, st] of stats) {
-      const remembered = this.known.get(p);
-      if (remembered !== undefined) {
-        before.set(p, remembered);
-        continue;
-      }
-      const toggles = batch.filter((e) => e.path === p && e.kind === "rename").length;
-      before.set(p, (st !== undefined) !== (toggles % 2 === 1));
-    }
-    const exists = new Map(before);
-    const out: Classified[] = [];
-    let previous: Classified | undefined;
-    for (const raw of batch) {
-      const stat = stats.get(raw.path);
-      if (raw.kind === "change") {
-        exists.set(raw.path, true);
-        out.push({ raw, appeared: true, stat });
-        previous = undefined;
-        continue;
-      }
-      const movedOver =
-        previous !== undefined &&
-        !previous.appeared &&
-        previous.raw.path !== raw.path &&
-        stat !== undefined;
-      const appeared = movedOver || !exists.get(raw.path);
-      exists.set(raw.path, appeared);
-      previous = { raw, appeared, stat: appeared ? stat : undefined };
-      out.push(previous);
-    }
-    for (const [p, e] of exists) this.remember(p, e);
-    // Self events (the watched directory itself deleted or moved) carry its own basename;
-    // the parent's watcher reports those, so they are dropped here.
-    return out.filter((c) => !this.isSelfEvent(c));
+  private scanNewDir(dir: string): void {
+    setTimeout(() => {
+      if (this.closed) return;
+      const found: WatchEvent[] = [];
+      const walk = async (d: string): Promise<void> => {
+        let entries: Dirent[];
+        try {
+          entries = await readdir(d, { withFileTypes: true });
+        } catch (err) {
+          // Gone again or not listable by envd: nothing inside to report.
+          this.opts.log.warn("cannot list new directory", { dir: d, err: String(err) });
+          return;
+        }
+        for (const e of entries) {
+          const p = path.join(d, e.name);
+          if (isUploadTemp(p) || this.synthesized.has(p)) continue;
+          this.synthesized.set(p, Date.now());
+          found.push(this.event(p, EventType.CREATE));
+          if (e.isDirectory()) await walk(p);
+          else if (e.isFile() && sizeOf(p) > 0) found.push(this.event(p, EventType.WRITE));
+        }
+      };
+      walk(dir).then(
+        () => {
+          this.pruneSynthesized();
+          if (found.length > 0 && !this.closed) this.opts.onEvents(found);
+        },
+        (err: unknown) =>
+          this.opts.log.warn("scanning new directory failed", { dir, err: String(err) }),
+      );
+    }, NEW_DIR_SCAN_DELAY_MS);
   }
 
-  private remember(p: string, exists: boolean): void {
-    this.known.delete(p);
-    this.known.set(p, exists);
-    if (this.known.size > KNOWN_PATHS_LIMIT) {
-      const oldest = this.known.keys().next().value;
-      if (oldest !== undefined) this.known.delete(oldest);
-    }
-  }
-
-  private isSelfEvent(c: Classified): boolean {
-    const dir = path.dirname(c.raw.path);
-    return (
-      c.raw.kind === "rename" &&
-      !c.appeared &&
-      path.basename(c.raw.path) === path.basename(dir) &&
-      lstatOrUndefined(dir) === undefined
-    );
-  }
-
-  /** Stops watching a directory (and everything below) that was removed or moved away. */
-  private unwatchBelow(p: string): void {
-    const prefix = `${p}/`;
-    for (const [dir, fw] of this.watchers) {
-      if (dir === this.root) continue;
-      if (dir === p || dir.startsWith(prefix)) {
-        fw.close();
-        this.watchers.delete(dir);
-      }
-    }
-  }
-
-  private rewatchMoved(dir: string): void {
-    if (!this.opts.recursive) return;
-    this.addWatch(dir, false);
-    this.addTree(dir, false).catch((err: unknown) =>
-      this.opts.log.warn("cannot watch moved directory", { dir, err: String(err) }),
-    );
+  private pruneSynthesized(): void {
+    const now = Date.now();
+    for (const [p, at] of this.synthesized)
+      if (now - at >= SYNTHESIZED_TTL_MS) this.synthesized.delete(p);
   }
 }
 
-function lstatOrUndefined(p: string): BigIntStats | undefined {
+function sizeOf(p: string): number {
   try {
-    return lstatSync(p, { bigint: true, throwIfNoEntry: false });
+    return lstatSync(p).size;
   } catch (err) {
-    // ENOTDIR/EACCES on the way there: for event classification that is "not there".
-    if (
-      (err as NodeJS.ErrnoException).code === "ENOTDIR" ||
-      (err as NodeJS.ErrnoException).code === "EACCES"
-    ) {
-      return undefined;
-    }
-    throw err;
+    // Removed between listing and stat: report it as empty.
+    void err;
+    return 0;
   }
+}
+
+function startError(
+  stderr: string,
+  code: number | null,
+  signal: NodeJS.Signals | null,
+): WatchStartError {
+  const text = stderr
+    .split("\n")
+    .filter((l) => l && !l.startsWith("Setting up watches") && !l.startsWith("Watches established"))
+    .join("; ")
+    .trim();
+  const why = text || `inotifywait exited (${signal ?? `code ${code}`})`;
+  if (/upper limit on inotify watches|inotify instances/i.test(why))
+    return new WatchStartError(why, "ENOSPC");
+  if (/permission denied/i.test(why)) return new WatchStartError(why, "EACCES");
+  if (/no such file/i.test(why)) return new WatchStartError(why, "ENOENT");
+  return new WatchStartError(why, "EUNKNOWN");
 }
