@@ -29,6 +29,11 @@ export interface SandboxNetworkOptions {
   tap?: string;
   /** Masquerade the guest's outbound traffic behind the namespace's veth address. Default true. */
   outboundNat?: boolean;
+  /**
+   * Where the guest address lives: "tap" (default) behind a TAP device for a VM; "local" on the
+   * namespace's loopback, for runtimes whose envd runs in the namespace itself.
+   */
+  guestLink?: "tap" | "local";
 }
 
 export interface SandboxNetwork {
@@ -186,12 +191,17 @@ export async function createSandboxNetwork(opts: SandboxNetworkOptions): Promise
     await run("address", inNs(["link", "set", "lo", "up"]));
     await run("address", inNs(["addr", "add", `${net.sandboxAddress}/30`, "dev", nsVeth]));
     await run("address", inNs(["link", "set", nsVeth, "up"]));
-    await run("tap", inNs(["tuntap", "add", "dev", tap, "mode", "tap"]));
-    await run(
-      "tap",
-      inNs(["addr", "add", `${GATEWAY_ADDRESS}/${GUEST_PREFIX_LENGTH}`, "dev", tap]),
-    );
-    await run("tap", inNs(["link", "set", tap, "up"]));
+    if ((opts.guestLink ?? "tap") === "tap") {
+      await run("tap", inNs(["tuntap", "add", "dev", tap, "mode", "tap"]));
+      await run(
+        "tap",
+        inNs(["addr", "add", `${GATEWAY_ADDRESS}/${GUEST_PREFIX_LENGTH}`, "dev", tap]),
+      );
+      await run("tap", inNs(["link", "set", tap, "up"]));
+    } else {
+      // envd runs in this namespace: the DNAT target is simply a local address.
+      await run("address", inNs(["addr", "add", `${GUEST_ADDRESS}/32`, "dev", "lo"]));
+    }
     await run("route", inNs(["route", "add", "default", "via", net.hostAddress, "dev", nsVeth]));
     await run("sysctl", netnsExec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
     await run(
