@@ -27,8 +27,11 @@ export interface SandboxNetworkOptions {
   nsVeth?: string;
   /** TAP device QEMU attaches to; defaults to `tap0`. */
   tap?: string;
-  /** Masquerade the guest's outbound traffic behind the namespace's veth address. Default true. */
-  outboundNat?: boolean;
+  /**
+   * Let the sandbox open connections to public addresses (`allow_internet_access`). Default
+   * true. The host, other sandboxes and private ranges are unreachable either way.
+   */
+  allowInternet?: boolean;
   /**
    * Where the guest address lives: "tap" (default) behind a TAP device for a VM; "local" on the
    * namespace's loopback, for runtimes whose envd runs in the namespace itself.
@@ -128,8 +131,34 @@ export function netnsExec(namespace: string, argv: readonly string[]): string[] 
   return ["ip", "netns", "exec", namespace, ...argv];
 }
 
-function nftRuleset(net: SandboxNetwork, outboundNat: boolean): string {
-  const lines = [
+/**
+ * Destinations a sandbox never reaches, whatever its internet policy: the host and its other
+ * sandboxes (all of 10.250.0.0/16 is inside 10/8), private networks the host may sit on, cloud
+ * metadata (169.254.169.254) and other link-local, loopback, multicast and reserved space.
+ */
+export const BLOCKED_DESTINATIONS = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
+
+/**
+ * The namespace's own ruleset. NAT: the host's traffic to the sandbox address goes to the
+ * guest; the guest's outbound traffic leaves as the namespace's veth address. Filter: only
+ * connections the host opened, plus (when allowed) new outbound connections to public
+ * addresses. Both the forward path (a VM behind the TAP) and the output path (a namespace
+ * runtime's processes) are covered.
+ */
+function nftRuleset(net: SandboxNetwork, allowInternet: boolean): string {
+  const blocked = `{ ${BLOCKED_DESTINATIONS.join(", ")} }`;
+  const egress = allowInternet ? "accept" : "drop";
+  return `${[
     "table ip nestbox {",
     "  chain prerouting {",
     "    type nat hook prerouting priority dstnat; policy accept;",
@@ -138,12 +167,24 @@ function nftRuleset(net: SandboxNetwork, outboundNat: boolean): string {
     "  }",
     "  chain postrouting {",
     "    type nat hook postrouting priority srcnat; policy accept;",
-  ];
-  if (outboundNat) {
-    lines.push(`    oifname "${net.nsVeth}" ip saddr ${net.guestAddress} masquerade`);
-  }
-  lines.push("  }", "}");
-  return `${lines.join("\n")}\n`;
+    `    oifname "${net.nsVeth}" ip saddr ${net.guestAddress} masquerade`,
+    "  }",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy drop;",
+    "    ct state established,related accept",
+    `    iifname "${net.nsVeth}" ct status dnat accept`,
+    `    iifname "${net.nsVeth}" drop`,
+    `    ip daddr ${blocked} drop`,
+    `    oifname "${net.nsVeth}" ${egress}`,
+    "  }",
+    "  chain output {",
+    "    type filter hook output priority filter; policy accept;",
+    `    oifname "${net.nsVeth}" ct state established,related accept`,
+    `    oifname "${net.nsVeth}" ip daddr ${blocked} drop`,
+    `    oifname "${net.nsVeth}" ${egress}`,
+    "  }",
+    "}",
+  ].join("\n")}\n`;
 }
 
 /**
@@ -207,7 +248,7 @@ export async function createSandboxNetwork(opts: SandboxNetworkOptions): Promise
     await run(
       "nftables",
       netnsExec(ns, ["nft", "-f", "-"]),
-      nftRuleset(net, opts.outboundNat ?? true),
+      nftRuleset(net, opts.allowInternet ?? true),
     );
   } catch (error) {
     await destroySandboxNetwork(net).catch(() => undefined);
