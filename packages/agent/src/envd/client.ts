@@ -1,0 +1,149 @@
+import { request } from "node:http";
+import type { Readable } from "node:stream";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Process } from "@nestbox/proto/process";
+
+export const ENVD_PORT = 49983;
+
+/** What the agent asks of one sandbox's envd, over the sandbox network. */
+export class EnvdClient {
+  readonly baseUrl: string;
+  readonly process;
+
+  constructor(
+    readonly host: string,
+    private readonly accessToken?: string,
+    port = ENVD_PORT,
+  ) {
+    this.baseUrl = `http://${host}:${port}`;
+    const token = accessToken;
+    const transport = createConnectTransport({
+      baseUrl: this.baseUrl,
+      httpVersion: "1.1",
+      useBinaryFormat: true,
+      interceptors: token
+        ? [
+            (next) => async (req) => {
+              req.header.set("x-access-token", token);
+              return next(req);
+            },
+          ]
+        : [],
+    });
+    this.process = createClient(Process, transport);
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return this.accessToken ? { "x-access-token": this.accessToken, ...extra } : extra;
+  }
+
+  async health(timeoutMs = 2000): Promise<boolean> {
+    try {
+      const res = await fetch(`${this.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      return res.status === 204;
+    } catch (err) {
+      // Not up (yet): connection refused, reset or timed out all mean "no".
+      void err;
+      return false;
+    }
+  }
+
+  async init(body: {
+    accessToken?: string;
+    envVars?: Record<string, string>;
+    defaultUser?: string;
+    defaultWorkdir?: string;
+  }): Promise<void> {
+    const res = await fetch(`${this.baseUrl}/init`, {
+      method: "POST",
+      headers: this.headers({ "content-type": "application/json" }),
+      body: JSON.stringify({ ...body, timestamp: new Date().toISOString() }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (res.status !== 204) {
+      throw new ConnectError(`envd /init: ${res.status} ${await res.text()}`, Code.Internal);
+    }
+  }
+
+  /** Streams a body into a file in the sandbox (`POST /files`, octet-stream). */
+  writeFile(path: string, body: Readable, user = "root"): Promise<void> {
+    const url = new URL(`${this.baseUrl}/files`);
+    url.searchParams.set("path", path);
+    url.searchParams.set("username", user);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        { method: "POST", headers: this.headers({ "content-type": "application/octet-stream" }) },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => {
+            if (text.length < 4096) text += d;
+          });
+          res.on("end", () => {
+            if (res.statusCode === 200) resolve();
+            else reject(fileError(res.statusCode ?? 0, text));
+          });
+        },
+      );
+      req.on("error", (err) =>
+        reject(new ConnectError(`envd unreachable: ${err.message}`, Code.Unavailable)),
+      );
+      body.on("error", (err) => req.destroy(err));
+      body.pipe(req);
+    });
+  }
+
+  /** Opens a file in the sandbox for streaming (`GET /files`, no gzip). */
+  readFile(path: string, user = "root"): Promise<Readable> {
+    const url = new URL(`${this.baseUrl}/files`);
+    url.searchParams.set("path", path);
+    url.searchParams.set("username", user);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        { headers: this.headers({ "accept-encoding": "identity" }) },
+        (res) => {
+          if (res.statusCode === 200) {
+            resolve(res);
+            return;
+          }
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => {
+            text += d;
+          });
+          res.on("end", () => reject(fileError(res.statusCode ?? 0, text)));
+        },
+      );
+      req.on("error", (err) =>
+        reject(new ConnectError(`envd unreachable: ${err.message}`, Code.Unavailable)),
+      );
+      req.end();
+    });
+  }
+}
+
+function fileError(status: number, body: string): ConnectError {
+  let message = body;
+  try {
+    message = (JSON.parse(body) as { message?: string }).message ?? body;
+  } catch (err) {
+    // Not JSON: keep the raw text.
+    void err;
+  }
+  const code =
+    status === 404
+      ? Code.NotFound
+      : status === 400
+        ? Code.InvalidArgument
+        : status === 403
+          ? Code.PermissionDenied
+          : status === 507
+            ? Code.ResourceExhausted
+            : status === 401
+              ? Code.Unauthenticated
+              : Code.Internal;
+  return new ConnectError(`envd /files: ${message}`, code);
+}

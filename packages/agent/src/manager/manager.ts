@@ -1,0 +1,583 @@
+import { execFile } from "node:child_process";
+import { mkdirSync, readdirSync, rmSync, statfsSync } from "node:fs";
+import { totalmem } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { EnvdClient } from "../envd/client.js";
+import { HOST_VETH_PREFIX } from "../network/host-firewall.js";
+import {
+  createSandboxNetwork,
+  destroySandboxNetwork,
+  MAX_SLOT,
+  type SandboxNetwork,
+  slotAddresses,
+} from "../network/netns.js";
+import type { Runtime, RuntimeState, SandboxSpec } from "../runtime/runtime.js";
+import { invalid, notFound, precondition, toConnect } from "./errors.js";
+import { newSandboxId, SANDBOX_ID_RE, TEMPLATE_NAME_RE } from "./ids.js";
+import { KeyedLock } from "./lock.js";
+import { MetricRings, SAMPLE_INTERVAL_MS } from "./metrics.js";
+import { RecordStore, type SandboxRecord } from "./store.js";
+
+const exec = promisify(execFile);
+
+export interface Logger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface ManagerOptions {
+  nestboxDir: string;
+  runtime: Runtime;
+  log: Logger;
+  /** Memory the agent may promise to sandboxes, in MiB (default: host RAM − 1 GiB, × overcommit). */
+  memoryCapacityMb?: number;
+  /** Disk the agent may promise to sandboxes, in MiB (default: the data filesystem's size − 2 GiB). */
+  diskCapacityMb?: number;
+  /** Slots this agent may use (tests keep agents apart); default the whole range. */
+  slotRange?: [number, number];
+  /** How often the TTL reaper looks (default 1 s: E2B's SDK tests expect expiry within ~1 s). */
+  reaperIntervalMs?: number;
+}
+
+export interface CreateParams {
+  sandboxId?: string;
+  template: string;
+  vcpus?: number;
+  memoryMb?: number;
+  diskSizeMb?: number;
+  timeoutSec?: number;
+  envVars?: Record<string, string>;
+  metadata?: Record<string, string>;
+  defaultUser?: string;
+  defaultWorkdir?: string;
+  allowInternet?: boolean;
+  envdAccessToken?: string;
+}
+
+/** Qemu clones share the template's pages copy-on-write, so declared memory may exceed RAM. */
+const MEMORY_OVERCOMMIT = 2;
+
+/**
+ * Owns the sandboxes of this host: their records, networks and runtime state, the TTL reaper,
+ * metrics sampling, capacity accounting, and recovery after a restart.
+ */
+export class SandboxManager {
+  readonly store: RecordStore;
+  private readonly records = new Map<string, SandboxRecord>();
+  private readonly metrics = new Map<string, MetricRings>();
+  private readonly lock = new KeyedLock();
+  private autoPaused: string[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private readonly sandboxesDir: string;
+  private readonly memoryCapacityMb: number;
+  private readonly diskCapacityMb: number;
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.store = new RecordStore(path.join(opts.nestboxDir, "agent", "sandboxes"));
+    this.sandboxesDir = path.join(opts.nestboxDir, "sandboxes");
+    mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o700 });
+    this.memoryCapacityMb =
+      opts.memoryCapacityMb ?? Math.floor((totalmem() / 2 ** 20 - 1024) * MEMORY_OVERCOMMIT);
+    const fs = statfsSync(opts.nestboxDir);
+    this.diskCapacityMb =
+      opts.diskCapacityMb ?? Math.floor((fs.blocks * fs.bsize) / 2 ** 20 - 2048);
+  }
+
+  get runtime(): Runtime {
+    return this.opts.runtime;
+  }
+
+  /** Re-adopts what survived a restart, removes the rest, then starts the periodic jobs. */
+  async start(): Promise<void> {
+    await this.recover();
+    this.timers.push(setInterval(() => void this.reap(), this.opts.reaperIntervalMs ?? 1000));
+    this.timers.push(setInterval(() => void this.sample(), SAMPLE_INTERVAL_MS));
+  }
+
+  /** Stops the periodic jobs; sandboxes keep running (a restarted agent re-adopts them). */
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+  }
+
+  list(): SandboxRecord[] {
+    return [...this.records.values()];
+  }
+
+  get(id: string): SandboxRecord {
+    const rec = this.records.get(id);
+    if (!rec) throw notFound(id);
+    return rec;
+  }
+
+  /** Ids auto-paused by the reaper since the last call. */
+  drainAutoPaused(): string[] {
+    const out = this.autoPaused;
+    this.autoPaused = [];
+    return out;
+  }
+
+  touch(id: string): void {
+    const rec = this.get(id);
+    rec.lastActiveAtMs = Date.now();
+  }
+
+  envd(id: string): EnvdClient {
+    const rec = this.get(id);
+    if (rec.status !== "running") throw precondition(`sandbox ${id} is ${rec.status}, not running`);
+    this.touch(id);
+    return new EnvdClient(
+      slotAddresses(rec.network.slot).sandbox,
+      rec.envdAccessToken || undefined,
+    );
+  }
+
+  metricsOf(id: string): MetricRings {
+    this.get(id);
+    let m = this.metrics.get(id);
+    if (!m) {
+      m = new MetricRings();
+      this.metrics.set(id, m);
+    }
+    return m;
+  }
+
+  private spec(rec: SandboxRecord): SandboxSpec {
+    const addrs = slotAddresses(rec.network.slot);
+    const network: SandboxNetwork = {
+      namespace: rec.network.namespace,
+      hostVeth: rec.network.hostVeth,
+      nsVeth: "veth0",
+      tap: "tap0",
+      hostAddress: addrs.host,
+      sandboxAddress: addrs.sandbox,
+      guestAddress: "169.254.0.21",
+      gatewayAddress: "169.254.0.22",
+    };
+    return {
+      id: rec.id,
+      template: rec.template,
+      vcpus: rec.vcpus,
+      memoryMb: rec.memoryMb,
+      diskSizeMb: rec.diskSizeMb,
+      dir: path.join(this.sandboxesDir, rec.id),
+      network,
+    };
+  }
+
+  private persist(rec: SandboxRecord): void {
+    this.store.save(rec);
+  }
+
+  async create(p: CreateParams): Promise<SandboxRecord> {
+    const rec = this.validate(p);
+    this.checkCapacity(rec);
+    this.records.set(rec.id, rec);
+    return this.lock.run(rec.id, async () => {
+      const spec = this.spec(rec);
+      const log = { sandboxId: rec.id, template: rec.template };
+      this.persist(rec);
+      let networkUp = false;
+      try {
+        mkdirSync(spec.dir, { recursive: true, mode: 0o700 });
+        await createSandboxNetwork({
+          namespace: spec.network.namespace,
+          hostVeth: spec.network.hostVeth,
+          slot: rec.network.slot,
+          allowInternet: rec.allowInternet,
+          guestLink: this.runtime.kind === "namespace" ? "local" : "tap",
+        });
+        networkUp = true;
+        rec.runtime = await this.runtime.start(spec);
+        this.persist(rec);
+        await this.initEnvd(rec);
+        rec.status = "running";
+        rec.lastActiveAtMs = Date.now();
+        this.persist(rec);
+        this.opts.log.info("sandbox created", log);
+        return rec;
+      } catch (err) {
+        this.opts.log.error("sandbox create failed, unwinding", { ...log, err: String(err) });
+        if (rec.runtime)
+          await this.runtime
+            .stop(spec, rec.runtime)
+            .catch((e: unknown) => this.warn(rec.id, "stop", e));
+        if (networkUp)
+          await destroySandboxNetwork(spec.network).catch((e: unknown) =>
+            this.warn(rec.id, "network", e),
+          );
+        rmSync(spec.dir, { recursive: true, force: true });
+        this.store.remove(rec.id);
+        this.records.delete(rec.id);
+        throw toConnect(err);
+      }
+    });
+  }
+
+  private async initEnvd(rec: SandboxRecord): Promise<void> {
+    // A clone's envd carries the template's state: install this sandbox's token and defaults.
+    const client = new EnvdClient(slotAddresses(rec.network.slot).sandbox);
+    await client.init({
+      ...(rec.envdAccessToken ? { accessToken: rec.envdAccessToken } : {}),
+      envVars: rec.envVars,
+      defaultUser: rec.defaultUser,
+      defaultWorkdir: rec.defaultWorkdir,
+    });
+  }
+
+  private validate(p: CreateParams): SandboxRecord {
+    const id = p.sandboxId || newSandboxId();
+    if (!SANDBOX_ID_RE.test(id)) throw invalid("sandbox_id must be 20 characters [a-z0-9]");
+    if (this.records.has(id))
+      throw new ConnectError(`sandbox ${id} already exists`, Code.AlreadyExists);
+    const template = p.template || "base";
+    if (!TEMPLATE_NAME_RE.test(template))
+      throw invalid(`invalid template name ${JSON.stringify(template)}`);
+    const vcpus = p.vcpus || 1;
+    const memoryMb = p.memoryMb || 512;
+    const diskSizeMb = p.diskSizeMb || 5120;
+    const timeoutSec = p.timeoutSec ?? 0;
+    if (vcpus < 1 || vcpus > 64) throw invalid("vcpus must be 1-64");
+    if (memoryMb < 128 || memoryMb > 262_144) throw invalid("memory_mb must be 128-262144");
+    if (diskSizeMb < 512 || diskSizeMb > 4_194_304)
+      throw invalid("disk_size_mb must be 512-4194304");
+    if (timeoutSec < 0 || timeoutSec > 31 * 86400)
+      throw invalid("timeout_sec must be 0 (never) to 31 days");
+    for (const [k] of Object.entries(p.envVars ?? {})) {
+      if (!k || k.includes("=") || k.includes("\0"))
+        throw invalid(`invalid env var name ${JSON.stringify(k)}`);
+    }
+    if (p.defaultUser && !/^[a-z_][a-z0-9_-]{0,31}$/.test(p.defaultUser))
+      throw invalid("invalid default_user");
+    const slot = this.freeSlot();
+    const short = id.slice(0, 15 - HOST_VETH_PREFIX.length);
+    return {
+      id,
+      template,
+      vcpus,
+      memoryMb,
+      diskSizeMb,
+      timeoutSec,
+      envVars: p.envVars ?? {},
+      metadata: p.metadata ?? {},
+      defaultUser: p.defaultUser || "user",
+      defaultWorkdir: p.defaultWorkdir ?? "",
+      allowInternet: p.allowInternet ?? true,
+      envdAccessToken: p.envdAccessToken ?? "",
+      createdAtMs: Date.now(),
+      lastActiveAtMs: Date.now(),
+      status: "starting",
+      network: { namespace: `nbx-${id}`, hostVeth: `${HOST_VETH_PREFIX}${short}`, slot },
+    };
+  }
+
+  private freeSlot(): number {
+    const used = new Set([...this.records.values()].map((r) => r.network.slot));
+    const [lo, hi] = this.opts.slotRange ?? [1, MAX_SLOT];
+    for (let s = lo; s <= hi; s++) if (!used.has(s)) return s;
+    throw new ConnectError("no free network slot on this host", Code.ResourceExhausted);
+  }
+
+  private checkCapacity(rec: SandboxRecord): void {
+    const live = [...this.records.values()];
+    const memory = live.filter((r) => r.status !== "paused").reduce((a, r) => a + r.memoryMb, 0);
+    if (memory + rec.memoryMb > this.memoryCapacityMb) {
+      throw new ConnectError(
+        `not enough memory on this host: ${memory} of ${this.memoryCapacityMb} MiB promised, ${rec.memoryMb} more asked`,
+        Code.ResourceExhausted,
+      );
+    }
+    const disk = live.reduce((a, r) => a + r.diskSizeMb, 0);
+    if (disk + rec.diskSizeMb > this.diskCapacityMb) {
+      throw new ConnectError(
+        `not enough disk on this host: ${disk} of ${this.diskCapacityMb} MiB promised, ${rec.diskSizeMb} more asked`,
+        Code.ResourceExhausted,
+      );
+    }
+  }
+
+  async destroy(id: string): Promise<void> {
+    this.get(id);
+    await this.lock.run(id, async () => {
+      const rec = this.records.get(id);
+      if (!rec) throw notFound(id);
+      rec.status = "stopping";
+      this.persist(rec);
+      await this.teardown(rec);
+      this.opts.log.info("sandbox destroyed", { sandboxId: id });
+    });
+  }
+
+  /** Removes everything of a sandbox; never throws for pieces already gone. */
+  private async teardown(rec: SandboxRecord): Promise<void> {
+    const spec = this.spec(rec);
+    if (rec.runtime) {
+      await this.runtime
+        .stop(spec, rec.runtime)
+        .catch((e: unknown) => this.warn(rec.id, "stop", e));
+    }
+    await destroySandboxNetwork(spec.network).catch((e: unknown) =>
+      this.warn(rec.id, "network", e),
+    );
+    rmSync(spec.dir, { recursive: true, force: true });
+    this.store.remove(rec.id);
+    this.records.delete(rec.id);
+    this.metrics.delete(rec.id);
+  }
+
+  async pause(id: string): Promise<void> {
+    this.get(id);
+    await this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (rec.status === "paused") throw precondition(`sandbox ${id} is already paused`);
+      if (rec.status !== "running" || !rec.runtime)
+        throw precondition(`sandbox ${id} is ${rec.status}`);
+      rec.runtime = await this.runtime.pause(this.spec(rec), rec.runtime).catch((e: unknown) => {
+        throw toConnect(e);
+      });
+      rec.status = "paused";
+      this.persist(rec);
+      this.opts.log.info("sandbox paused", { sandboxId: id });
+    });
+  }
+
+  async resume(id: string, timeoutSec?: number): Promise<SandboxRecord> {
+    this.get(id);
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (rec.status !== "paused" || !rec.runtime)
+        throw precondition(`sandbox ${id} is ${rec.status}, not paused`);
+      this.checkCapacity({ ...rec, id: "resume-check", diskSizeMb: 0 });
+      rec.runtime = await this.runtime.resume(this.spec(rec), rec.runtime).catch((e: unknown) => {
+        throw toConnect(e);
+      });
+      rec.status = "running";
+      if (timeoutSec !== undefined && timeoutSec >= 0) rec.timeoutSec = timeoutSec;
+      rec.lastActiveAtMs = Date.now();
+      this.persist(rec);
+      this.opts.log.info("sandbox resumed", { sandboxId: id });
+      return rec;
+    });
+  }
+
+  /** Pauses, stores memory and disk as template `name`, destroys the sandbox. */
+  async snapshot(id: string, name: string): Promise<number> {
+    if (!TEMPLATE_NAME_RE.test(name))
+      throw invalid(`invalid template name ${JSON.stringify(name)}`);
+    if (name === "base") throw invalid("template name 'base' is reserved");
+    if (this.get(id).status === "running") await this.pause(id);
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (!rec.runtime) throw precondition(`sandbox ${id} has no runtime state`);
+      const { sizeBytes } = await this.runtime
+        .snapshotToTemplate(this.spec(rec), rec.runtime, name)
+        .catch((e: unknown) => {
+          throw toConnect(e);
+        });
+      await this.teardown(rec);
+      this.opts.log.info("sandbox snapshotted into template", {
+        sandboxId: id,
+        template: name,
+        sizeBytes,
+      });
+      return sizeBytes;
+    });
+  }
+
+  async flatten(id: string, name: string): Promise<number> {
+    if (!TEMPLATE_NAME_RE.test(name))
+      throw invalid(`invalid template name ${JSON.stringify(name)}`);
+    if (name === "base") throw invalid("template name 'base' is reserved");
+    this.get(id);
+    return this.lock.run(id, async () => {
+      const rec = this.get(id);
+      if (!rec.runtime) throw precondition(`sandbox ${id} has no runtime state`);
+      const { sizeBytes } = await this.runtime
+        .flattenToTemplate(this.spec(rec), rec.runtime, name)
+        .catch((e: unknown) => {
+          throw toConnect(e);
+        });
+      await this.teardown(rec);
+      this.opts.log.info("sandbox flattened into template", {
+        sandboxId: id,
+        template: name,
+        sizeBytes,
+      });
+      return sizeBytes;
+    });
+  }
+
+  async deleteTemplate(name: string): Promise<void> {
+    if (!TEMPLATE_NAME_RE.test(name))
+      throw invalid(`invalid template name ${JSON.stringify(name)}`);
+    const users = this.list().filter((r) => r.template === name);
+    if (users.length > 0)
+      throw precondition(`template ${name} is used by ${users.length} sandbox(es)`);
+    await this.runtime.deleteTemplate(name).catch((e: unknown) => {
+      throw toConnect(e);
+    });
+  }
+
+  async destroyAll(): Promise<void> {
+    await Promise.all(
+      this.list().map((r) =>
+        this.destroy(r.id).catch((e: unknown) => this.warn(r.id, "destroy", e)),
+      ),
+    );
+  }
+
+  private async reap(): Promise<void> {
+    const now = Date.now();
+    for (const rec of this.list()) {
+      if (rec.status !== "running" || rec.timeoutSec <= 0) continue;
+      if (now - rec.lastActiveAtMs < rec.timeoutSec * 1000) continue;
+      // Mark first so the next tick does not start a second pause.
+      rec.lastActiveAtMs = Number.POSITIVE_INFINITY;
+      try {
+        await this.pause(rec.id);
+        this.autoPaused.push(rec.id);
+        this.opts.log.info("sandbox auto-paused after inactivity", {
+          sandboxId: rec.id,
+          timeoutSec: rec.timeoutSec,
+        });
+      } catch (err) {
+        this.opts.log.error("auto-pause failed, destroying", {
+          sandboxId: rec.id,
+          err: String(err),
+        });
+        await this.destroy(rec.id).catch((e: unknown) => this.warn(rec.id, "destroy", e));
+      }
+    }
+  }
+
+  private sampling = false;
+  private async sample(): Promise<void> {
+    if (this.sampling) return;
+    this.sampling = true;
+    try {
+      const ts = Date.now() / 1000;
+      for (const rec of this.list()) {
+        if (rec.status !== "running" || !rec.runtime) continue;
+        try {
+          const u = await this.runtime.usage(this.spec(rec), rec.runtime);
+          this.metricsOf(rec.id).add({
+            timestampUnix: ts,
+            cpuPct: u.cpuPct,
+            memBytes: u.memBytes,
+            diskBytes: u.diskBytes,
+          });
+        } catch (err) {
+          // Raced with a pause or destroy; the next sample sees the new state.
+          void err;
+        }
+      }
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /**
+   * After a restart: keep sandboxes the runtime can adopt, remove the others (and half-created
+   * or half-destroyed ones), then remove namespaces, veths and directories nobody owns.
+   */
+  private async recover(): Promise<void> {
+    const { records, broken } = this.store.loadAll();
+    for (const id of broken) {
+      this.opts.log.warn("unreadable sandbox record, removing its leftovers", { sandboxId: id });
+      this.store.remove(id);
+    }
+    for (const rec of records) {
+      this.records.set(rec.id, rec);
+      const spec = this.spec(rec);
+      let keep = false;
+      if ((rec.status === "running" || rec.status === "paused") && rec.runtime) {
+        keep =
+          (await this.runtime.adopt(spec, rec.runtime).catch(() => false)) &&
+          (await namespaceExists(spec.network.namespace));
+      }
+      if (keep) {
+        rec.lastActiveAtMs = Date.now();
+        this.opts.log.info("sandbox re-adopted", { sandboxId: rec.id, status: rec.status });
+      } else {
+        this.opts.log.warn("sandbox could not be re-adopted, cleaning up", {
+          sandboxId: rec.id,
+          status: rec.status,
+        });
+        await this.teardown(rec);
+      }
+    }
+    await this.removeOrphans();
+  }
+
+  private async removeOrphans(): Promise<void> {
+    const known = new Set(this.records.keys());
+    const namespaces = new Set([...this.records.values()].map((r) => r.network.namespace));
+    const veths = new Set([...this.records.values()].map((r) => r.network.hostVeth));
+    const { stdout: nsList } = await exec("ip", ["netns", "list"]);
+    for (const line of nsList.split("\n")) {
+      const ns = line.split(" ")[0] ?? "";
+      if (!/^nbx-[a-z0-9]{20}$/.test(ns) || namespaces.has(ns)) continue;
+      this.opts.log.warn("removing orphaned network namespace", { namespace: ns });
+      await killNamespacePids(ns);
+      await exec("ip", ["netns", "delete", ns]).catch((e: unknown) => this.warn(ns, "netns", e));
+    }
+    const { stdout: links } = await exec("ip", ["-o", "link", "show"]);
+    for (const line of links.split("\n")) {
+      const name = /^\d+:\s+([^:@]+)/.exec(line)?.[1] ?? "";
+      // Only names this agent would generate: prefix + 12 id characters.
+      if (!new RegExp(`^${HOST_VETH_PREFIX}[a-z0-9]{12}$`).test(name) || veths.has(name)) continue;
+      this.opts.log.warn("removing orphaned veth", { link: name });
+      await exec("ip", ["link", "delete", name]).catch((e: unknown) => this.warn(name, "link", e));
+    }
+    for (const name of readdirSync(this.sandboxesDir)) {
+      if (known.has(name)) continue;
+      this.opts.log.warn("removing orphaned sandbox directory", { dir: name });
+      const dir = path.join(this.sandboxesDir, name);
+      await unmountBelow(dir);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  private warn(id: string, what: string, err: unknown): void {
+    this.opts.log.warn(`cleanup step failed: ${what}`, { sandboxId: id, err: String(err) });
+  }
+}
+
+async function namespaceExists(ns: string): Promise<boolean> {
+  const { stdout } = await exec("ip", ["netns", "list"]);
+  return stdout.split("\n").some((l) => l.split(" ")[0] === ns);
+}
+
+async function killNamespacePids(ns: string): Promise<void> {
+  try {
+    const { stdout } = await exec("ip", ["netns", "pids", ns]);
+    for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch (err) {
+        // Exited meanwhile.
+        void err;
+      }
+    }
+  } catch (err) {
+    // The namespace vanished meanwhile.
+    void err;
+  }
+}
+
+/** Lazily unmounts every mount at or below `dir` (deepest first) so it can be removed. */
+async function unmountBelow(dir: string): Promise<void> {
+  const { stdout } = await exec("cat", ["/proc/self/mounts"]);
+  const targets = stdout
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .map((m) => m.replace(/\\040/g, " "))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of targets) await exec("umount", ["-l", m]).catch(() => undefined);
+}
+
+export type { RuntimeState };

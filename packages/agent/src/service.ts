@@ -1,0 +1,305 @@
+import { PassThrough, type Readable } from "node:stream";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { HostAgentService, MetricPointSchema } from "@nestbox/proto/hostagent";
+import { invalid, toConnect } from "./manager/errors.js";
+import type { SandboxManager } from "./manager/manager.js";
+import { isMetricRange, type MetricPoint } from "./manager/metrics.js";
+import type { SandboxRecord } from "./manager/store.js";
+import { slotAddresses } from "./network/netns.js";
+
+/** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
+export const GUEST_ENVD_VERSION = "0.6.4";
+const DEFAULT_EXEC_TIMEOUT_SEC = 30;
+const FILE_CHUNK = 64 * 1024;
+
+function toPoint(p: MetricPoint): MessageInitShape<typeof MetricPointSchema> {
+  return {
+    timestampUnix: BigInt(Math.floor(p.timestampUnix)),
+    cpuPct: p.cpuPct,
+    memBytes: BigInt(p.memBytes),
+    diskBytes: BigInt(p.diskBytes),
+  };
+}
+
+function info(rec: SandboxRecord) {
+  return {
+    sandboxId: rec.id,
+    status: rec.status,
+    template: rec.template,
+    vcpus: rec.vcpus,
+    memoryMb: rec.memoryMb,
+    hostIp: slotAddresses(rec.network.slot).sandbox,
+    createdAtUnix: BigInt(Math.floor(rec.createdAtMs / 1000)),
+    lastActiveAtUnix: BigInt(Math.floor(Math.min(rec.lastActiveAtMs, Date.now()) / 1000)),
+    timeoutSec: rec.timeoutSec,
+    metadata: rec.metadata,
+    diskSizeMb: rec.diskSizeMb,
+    runtime: rec.runtime?.kind ?? "",
+  };
+}
+
+function requireId(id: string): string {
+  if (!id) throw invalid("sandbox_id is required");
+  return id;
+}
+
+function requirePath(p: string): string {
+  if (!p) throw invalid("path is required");
+  return p;
+}
+
+/** Runs `fn`, turning every failure into a ConnectError with a fitting code. */
+async function guard<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toConnect(err);
+  }
+}
+
+export function createHostAgentService(
+  m: SandboxManager,
+  opts: { onTerminate: () => void },
+): ServiceImpl<typeof HostAgentService> {
+  return {
+    createSandbox: (req) =>
+      guard(async () => {
+        const rec = await m.create({
+          sandboxId: req.sandboxId,
+          template: req.template,
+          vcpus: req.vcpus,
+          memoryMb: req.memoryMb,
+          diskSizeMb: req.diskSizeMb,
+          timeoutSec: req.timeoutSec,
+          envVars: req.envVars,
+          metadata: req.metadata,
+          defaultUser: req.defaultUser,
+          defaultWorkdir: req.defaultWorkdir,
+          ...(req.allowInternetAccess !== undefined
+            ? { allowInternet: req.allowInternetAccess }
+            : {}),
+          envdAccessToken: req.envdAccessToken,
+        });
+        return {
+          sandboxId: rec.id,
+          status: rec.status,
+          hostIp: slotAddresses(rec.network.slot).sandbox,
+          envdVersion: GUEST_ENVD_VERSION,
+          runtime: m.runtime.kind,
+          memorySnapshots: m.runtime.kind === "qemu",
+        };
+      }),
+
+    destroySandbox: (req) => guard(async () => (await m.destroy(requireId(req.sandboxId)), {})),
+    pauseSandbox: (req) => guard(async () => (await m.pause(requireId(req.sandboxId)), {})),
+    resumeSandbox: (req) =>
+      guard(async () => {
+        const rec = await m.resume(requireId(req.sandboxId), req.timeoutSec);
+        return {
+          sandboxId: rec.id,
+          status: rec.status,
+          hostIp: slotAddresses(rec.network.slot).sandbox,
+        };
+      }),
+
+    exec: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.cmd) throw invalid("cmd is required");
+        const timeoutMs = (req.timeoutSec > 0 ? req.timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
+        const stdout: Buffer[] = [];
+        const stderr: Buffer[] = [];
+        let exitCode = -1;
+        try {
+          for await (const res of envd.process.start(
+            { process: { cmd: req.cmd, args: req.args }, stdin: false },
+            { timeoutMs },
+          )) {
+            const ev = res.event?.event;
+            if (ev?.case === "data") {
+              if (ev.value.output.case === "stdout")
+                stdout.push(Buffer.from(ev.value.output.value));
+              if (ev.value.output.case === "stderr")
+                stderr.push(Buffer.from(ev.value.output.value));
+            } else if (ev?.case === "end") exitCode = ev.value.exitCode;
+          }
+        } catch (err) {
+          const ce = ConnectError.from(err);
+          if (ce.code === Code.DeadlineExceeded) {
+            throw new ConnectError(
+              `command timed out after ${timeoutMs / 1000} s and was killed`,
+              Code.DeadlineExceeded,
+            );
+          }
+          throw ce;
+        } finally {
+          m.touch(req.sandboxId);
+        }
+        return { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr), exitCode };
+      }),
+
+    async *execStream(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      if (!req.cmd) throw invalid("cmd is required");
+      const timeoutMs = (req.timeoutSec > 0 ? req.timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
+      try {
+        for await (const res of envd.process.start(
+          { process: { cmd: req.cmd, args: req.args }, stdin: false },
+          { timeoutMs },
+        )) {
+          m.touch(req.sandboxId);
+          const ev = res.event?.event;
+          if (ev?.case === "start")
+            yield { event: { case: "start", value: { pid: ev.value.pid } } };
+          else if (
+            ev?.case === "data" &&
+            (ev.value.output.case === "stdout" || ev.value.output.case === "stderr")
+          ) {
+            yield {
+              event: {
+                case: "data",
+                value: { output: { case: ev.value.output.case, value: ev.value.output.value } },
+              },
+            };
+          } else if (ev?.case === "end") {
+            yield {
+              event: {
+                case: "end",
+                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
+              },
+            };
+          }
+        }
+      } catch (err) {
+        throw toConnect(ConnectError.from(err));
+      }
+    },
+
+    listSandboxes: async () => ({
+      sandboxes: m.list().map(info),
+      autoPausedSandboxIds: m.drainAutoPaused(),
+    }),
+
+    writeFile: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        const body = new PassThrough();
+        body.end(Buffer.from(req.content));
+        await envd.writeFile(requirePath(req.path), body);
+        return {};
+      }),
+
+    readFile: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        const stream = await envd.readFile(requirePath(req.path));
+        const chunks: Buffer[] = [];
+        for await (const c of stream) chunks.push(c as Buffer);
+        return { content: Buffer.concat(chunks) };
+      }),
+
+    writeFileStream: (requests) =>
+      guard(async () => {
+        const it = requests[Symbol.asyncIterator]();
+        const first = await it.next();
+        if (first.done || first.value.content.case !== "meta") {
+          throw invalid("the first message must carry meta {sandbox_id, path}");
+        }
+        const meta = first.value.content.value;
+        const envd = m.envd(requireId(meta.sandboxId));
+        const body = new PassThrough({ highWaterMark: 4 * FILE_CHUNK });
+        const upload = envd.writeFile(requirePath(meta.path), body);
+        // Forward chunks with backpressure: wait for drain instead of buffering the file.
+        const pump = (async () => {
+          for (let n = await it.next(); !n.done; n = await it.next()) {
+            if (n.value.content.case !== "chunk")
+              throw invalid("only chunk messages may follow meta");
+            if (!body.write(n.value.content.value)) await new Promise((r) => body.once("drain", r));
+            m.touch(meta.sandboxId);
+          }
+          body.end();
+        })();
+        pump.catch((err: unknown) =>
+          body.destroy(err instanceof Error ? err : new Error(String(err))),
+        );
+        await Promise.all([pump, upload]);
+        return {};
+      }),
+
+    async *readFileStream(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      let stream: Readable;
+      try {
+        stream = await envd.readFile(requirePath(req.path));
+      } catch (err) {
+        throw toConnect(err);
+      }
+      let pending: Buffer = Buffer.alloc(0);
+      for await (const c of stream) {
+        pending = pending.length ? Buffer.concat([pending, c as Buffer]) : (c as Buffer);
+        while (pending.length >= FILE_CHUNK) {
+          yield { chunk: pending.subarray(0, FILE_CHUNK) };
+          pending = pending.subarray(FILE_CHUNK);
+        }
+        m.touch(req.sandboxId);
+      }
+      if (pending.length > 0) yield { chunk: pending };
+    },
+
+    createSnapshot: (req) =>
+      guard(async () => {
+        if (!req.name) throw invalid("name is required");
+        const sizeBytes = await m.snapshot(requireId(req.sandboxId), req.name);
+        return { name: req.name, sizeBytes: BigInt(sizeBytes) };
+      }),
+
+    deleteSnapshot: (req) =>
+      guard(async () => {
+        if (!req.name) throw invalid("name is required");
+        await m.deleteTemplate(req.name);
+        return {};
+      }),
+
+    flattenRootfs: (req) =>
+      guard(async () => {
+        if (!req.name) throw invalid("name is required");
+        const sizeBytes = await m.flatten(requireId(req.sandboxId), req.name);
+        return { sizeBytes: BigInt(sizeBytes) };
+      }),
+
+    pingSandbox: (req) =>
+      guard(async () => {
+        const rec = m.get(requireId(req.sandboxId));
+        if (rec.status !== "running")
+          throw new ConnectError(`sandbox ${rec.id} is ${rec.status}`, Code.FailedPrecondition);
+        m.touch(rec.id);
+        return {};
+      }),
+
+    terminate: () =>
+      guard(async () => {
+        await m.destroyAll();
+        // Answer first, then exit.
+        setImmediate(opts.onTerminate);
+        return {};
+      }),
+
+    getSandboxMetrics: (req) =>
+      guard(async () => {
+        const range = req.range || "10m";
+        if (!isMetricRange(range)) throw invalid('range must be "10m", "2h" or "24h"');
+        return { points: m.metricsOf(requireId(req.sandboxId)).read(range).map(toPoint) };
+      }),
+
+    flushSandboxMetrics: (req) =>
+      guard(async () => {
+        const all = m.metricsOf(requireId(req.sandboxId)).flush();
+        return {
+          points10m: all["10m"].map(toPoint),
+          points2h: all["2h"].map(toPoint),
+          points24h: all["24h"].map(toPoint),
+        };
+      }),
+  };
+}
