@@ -20,6 +20,12 @@ export interface SandboxSpec {
   readonly dir: string;
   /** Created by the manager before `start`/`resume`, destroyed after `stop`. */
   readonly network: SandboxNetwork;
+  /**
+   * envd's access token once the manager has installed one (POST /init), for the few calls a
+   * runtime makes to envd itself (qemu: setting the guest clock after a restore, `sync` before
+   * a disk-only snapshot). Absent before /init.
+   */
+  readonly envdAccessToken?: string;
 }
 
 /**
