@@ -7,7 +7,7 @@
 // (the `base` template root is extracted from it on first use, ~3 s). Fails rather than skips
 // when something is missing, like the image boot test.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -20,7 +20,7 @@ import {
   type SandboxNetwork,
 } from "../../packages/agent/src/network/netns.js";
 import { findHierarchies } from "../../packages/agent/src/runtime/namespace/cgroup.js";
-import { probeHealth } from "../../packages/agent/src/runtime/namespace/health.js";
+import { pidStartTime, probeHealth } from "../../packages/agent/src/runtime/namespace/health.js";
 import { NamespaceRuntime } from "../../packages/agent/src/runtime/namespace/runtime.js";
 import {
   RuntimeError,
@@ -162,7 +162,8 @@ function mountsUnder(dir: string): string[] {
 async function stopAndCheckClean(spec: SandboxSpec, state: RuntimeState): Promise<void> {
   await runtime.stop(spec, state);
   started.delete(spec.id);
-  assert.equal(existsSync(`/proc/${state.pid}`), false, "main process still exists");
+  // A zombie is gone too: an adopted sandbox's reaper is init, which may take a moment.
+  assert.equal(await pidStartTime(state.pid ?? 0), null, "main process still exists");
   assert.deepEqual(mountsUnder(spec.dir), [], "mounts left under the sandbox dir");
   for (const d of cgroupDirs(spec)) assert.equal(existsSync(d), false, `cgroup ${d} left`);
   assert.deepEqual(readdirSync(spec.dir), [], "files left in the sandbox dir");
@@ -348,6 +349,52 @@ describe("namespace runtime", { timeout: 300_000 }, () => {
     console.error(`[ns] pause ${pauseMs.toFixed(1)} ms, resume ${resumeMs.toFixed(1)} ms`);
   });
 
+  it("keeps running when the agent dies, and the next agent adopts it", async () => {
+    const spec = await makeSpec("base");
+    const helper = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(import.meta.dirname, "namespace-start-helper.ts"),
+        JSON.stringify({ nestboxDir: NESTBOX_DIR, cgroupParent: CGROUP_PARENT, pidsMax: PIDS_MAX }),
+        JSON.stringify(spec),
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const exited = new Promise<void>((resolve) => helper.once("exit", () => resolve()));
+    let line = "";
+    try {
+      line = await new Promise<string>((resolve, reject) => {
+        let buf = "";
+        helper.stdout.setEncoding("utf8");
+        helper.stdout.on("data", (chunk: string) => {
+          buf += chunk;
+          if (buf.includes("\n")) resolve(buf.slice(0, buf.indexOf("\n")));
+        });
+        helper.once("exit", (code) => reject(new Error(`helper exited ${code} before starting`)));
+      });
+    } finally {
+      // The "agent" crashes with its sandbox running.
+      helper.kill("SIGKILL");
+      await exited;
+    }
+    const state = JSON.parse(line) as RuntimeState;
+    started.set(spec.id, { spec, state });
+    assert.equal(await runtime.adopt(spec, state), true);
+    const sandbox = await Sandbox.connect(spec.id, {
+      sandboxUrl: envdUrl(spec),
+      apiKey: API_KEY,
+      debug: true,
+    });
+    assert.equal((await ok(sandbox, "echo survived")).trim(), "survived");
+    // A sandbox paused by the dead agent stays paused and resumable.
+    const paused = await runtime.pause(spec, state);
+    assert.equal(await runtime.adopt(spec, paused), true);
+    const resumed = await runtime.resume(spec, paused);
+    await stopAndCheckClean(spec, resumed);
+  });
+
   it("adopts only a sandbox that is still the one described", async () => {
     assert.equal(await runtime.adopt(a.spec, a.state), true);
     const stale = { ...a.state, pidStartTime: (a.state.pidStartTime ?? 0) + 1 };
@@ -386,7 +433,7 @@ describe("namespace runtime", { timeout: 300_000 }, () => {
     const { sizeBytes } = await runtime.flattenToTemplate(b.spec, b.state, name);
     assert.ok(sizeBytes > 0);
     started.delete(b.spec.id);
-    assert.equal(existsSync(`/proc/${b.state.pid}`), false);
+    assert.equal(await pidStartTime(b.state.pid ?? 0), null);
     assert.deepEqual(mountsUnder(b.spec.dir), []);
     assert.ok(existsSync(join(NESTBOX_DIR, "templates-ns", name, "root/home/user/flat.txt")));
     await runtime.deleteTemplate(name);
