@@ -40,6 +40,11 @@ export interface ManagerOptions {
   slotRange?: [number, number];
   /** How often the TTL reaper looks (default 1 s: E2B's SDK tests expect expiry within ~1 s). */
   reaperIntervalMs?: number;
+  /**
+   * One letter naming this agent's namespaces and veths (`nbx<letter>-<id>`, `nbx<letter>…`), so
+   * agents sharing a host (tests) never take each other's sandboxes for orphans. Default "s".
+   */
+  instance?: string;
 }
 
 export interface CreateParams {
@@ -75,9 +80,15 @@ export class SandboxManager {
   private readonly memoryCapacityMb: number;
   private readonly diskCapacityMb: number;
 
+  private readonly instance: string;
+
   constructor(private readonly opts: ManagerOptions) {
-    this.store = new RecordStore(path.join(opts.nestboxDir, "agent", "sandboxes"));
-    this.sandboxesDir = path.join(opts.nestboxDir, "sandboxes");
+    this.instance = opts.instance ?? "s";
+    if (!/^[a-z]$/.test(this.instance)) throw new Error("instance must be one letter a-z");
+
+    // Per instance, so agents sharing a data directory never see each other's sandboxes.
+    this.store = new RecordStore(path.join(opts.nestboxDir, "agent", this.instance, "records"));
+    this.sandboxesDir = path.join(opts.nestboxDir, "sandboxes", this.instance);
     mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o700 });
     this.memoryCapacityMb =
       opts.memoryCapacityMb ?? Math.floor((totalmem() / 2 ** 20 - 1024) * MEMORY_OVERCOMMIT);
@@ -165,6 +176,10 @@ export class SandboxManager {
       diskSizeMb: rec.diskSizeMb,
       dir: path.join(this.sandboxesDir, rec.id),
       network,
+      // Before /init (while starting) envd has no token yet; afterwards the runtime needs it.
+      ...(rec.envdAccessToken && rec.status !== "starting"
+        ? { envdAccessToken: rec.envdAccessToken }
+        : {}),
     };
   }
 
@@ -253,7 +268,7 @@ export class SandboxManager {
     if (p.defaultUser && !/^[a-z_][a-z0-9_-]{0,31}$/.test(p.defaultUser))
       throw invalid("invalid default_user");
     const slot = this.freeSlot();
-    const short = id.slice(0, 15 - HOST_VETH_PREFIX.length);
+    const short = id.slice(0, 15 - HOST_VETH_PREFIX.length - 1);
     return {
       id,
       template,
@@ -270,7 +285,11 @@ export class SandboxManager {
       createdAtMs: Date.now(),
       lastActiveAtMs: Date.now(),
       status: "starting",
-      network: { namespace: `nbx-${id}`, hostVeth: `${HOST_VETH_PREFIX}${short}`, slot },
+      network: {
+        namespace: `${HOST_VETH_PREFIX}${this.instance}-${id}`,
+        hostVeth: `${HOST_VETH_PREFIX}${this.instance}${short}`,
+        slot,
+      },
     };
   }
 
@@ -519,7 +538,11 @@ export class SandboxManager {
     const { stdout: nsList } = await exec("ip", ["netns", "list"]);
     for (const line of nsList.split("\n")) {
       const ns = line.split(" ")[0] ?? "";
-      if (!/^nbx-[a-z0-9]{20}$/.test(ns) || namespaces.has(ns)) continue;
+      if (
+        !new RegExp(`^${HOST_VETH_PREFIX}${this.instance}-[a-z0-9]{20}$`).test(ns) ||
+        namespaces.has(ns)
+      )
+        continue;
       this.opts.log.warn("removing orphaned network namespace", { namespace: ns });
       await killNamespacePids(ns);
       await exec("ip", ["netns", "delete", ns]).catch((e: unknown) => this.warn(ns, "netns", e));
@@ -527,8 +550,12 @@ export class SandboxManager {
     const { stdout: links } = await exec("ip", ["-o", "link", "show"]);
     for (const line of links.split("\n")) {
       const name = /^\d+:\s+([^:@]+)/.exec(line)?.[1] ?? "";
-      // Only names this agent would generate: prefix + 12 id characters.
-      if (!new RegExp(`^${HOST_VETH_PREFIX}[a-z0-9]{12}$`).test(name) || veths.has(name)) continue;
+      // Only names this agent would generate: prefix, instance letter, 11 id characters.
+      if (
+        !new RegExp(`^${HOST_VETH_PREFIX}${this.instance}[a-z0-9]{11}$`).test(name) ||
+        veths.has(name)
+      )
+        continue;
       this.opts.log.warn("removing orphaned veth", { link: name });
       await exec("ip", ["link", "delete", name]).catch((e: unknown) => this.warn(name, "link", e));
     }

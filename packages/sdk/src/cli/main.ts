@@ -41,6 +41,12 @@ async function runEnvd(args: string[]): Promise<number> {
   return 0;
 }
 
+async function runAgent(args: string[]): Promise<number> {
+  const agent = (await import("@nestbox/agent/main")) as { main(argv: string[]): Promise<void> };
+  await agent.main(args);
+  return 0;
+}
+
 async function runImageBuild(args: string[]): Promise<number> {
   const script = path.join(repoRoot, "images/build.sh");
   if (!existsSync(script)) throw new CliError("images/build.sh is missing from this checkout");
@@ -65,6 +71,11 @@ the control plane, the database and a host agent instead.`,
       if (code !== 0) return code;
       return runEnvd(args);
     },
+  },
+  agent: {
+    summary: "run the host agent (sandboxes of this host; needs root)",
+    usage: "Usage: nestbox agent [options]   (see nestbox agent --help)",
+    run: runAgent,
   },
   envd: {
     summary: "run the in-sandbox agent directly on this host",
@@ -133,8 +144,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const cmd = commands[name];
   if (!cmd) throw new CliError(`unknown command '${name}'`);
-  // envd has its own detailed --help.
-  if (name !== "envd" && rest.some((a) => HELP_FLAGS.has(a))) {
+  // The daemons have their own detailed --help.
+  if (name !== "envd" && name !== "agent" && rest.some((a) => HELP_FLAGS.has(a))) {
     process.stdout.write(`${cmd.usage}\n`);
     return 0;
   }

@@ -1,0 +1,159 @@
+import { createServer } from "node:http";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { HostAgentService } from "@nestbox/proto/hostagent";
+import { type Logger, SandboxManager } from "./manager/manager.js";
+import { ensureHostFirewall } from "./network/host-firewall.js";
+import { createRuntime, defaultRuntimeKind } from "./runtime/factory.js";
+import type { RuntimeKind } from "./runtime/runtime.js";
+import { createHostAgentService } from "./service.js";
+
+const HELP = `Usage: nestbox agent [options]
+
+The host agent: runs this host's sandboxes (QEMU microVMs or namespaces) and serves
+hostagent.v1.HostAgentService over Connect RPC. Needs root (namespaces, TAP, nftables).
+
+Options:
+  --listen <host:port>       address to serve on (default 127.0.0.1:50051)
+  --runtime <qemu|namespace> sandbox runtime (default: qemu when qemu-system-x86_64 exists)
+  --accel <auto|kvm|tcg>     QEMU accelerator (default auto: KVM only if a probe boot works)
+  --data-dir <dir>           state directory (default $NESTBOX_DIR or /var/lib/nestbox)
+  --memory-capacity-mb <n>   memory to promise to sandboxes (default: 2 × (RAM − 1 GiB))
+  --disk-capacity-mb <n>     disk to promise to sandboxes (default: data filesystem − 2 GiB)
+  --instance <letter>        names this agent's namespaces, veths and state (default s); agents
+                             sharing a host need different letters
+  --slots <lo-hi>            network slots (10.250.0.0/16 in /30 blocks) this agent may use
+                             (default 1-16383)
+  -h, --help                 show this help
+`;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function logger(base: Record<string, unknown>): Logger {
+  const write = (level: string, msg: string, fields?: Record<string, unknown>) =>
+    process.stderr.write(
+      `${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...base, ...fields })}\n`,
+    );
+  return {
+    info: (m, f) => write("info", m, f),
+    warn: (m, f) => write("warn", m, f),
+    error: (m, f) => write("error", m, f),
+  };
+}
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new UsageError(`--${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: "string", default: "127.0.0.1:50051" },
+      runtime: { type: "string" },
+      accel: { type: "string", default: "auto" },
+      "data-dir": { type: "string" },
+      "memory-capacity-mb": { type: "string" },
+      "disk-capacity-mb": { type: "string" },
+      instance: { type: "string", default: "s" },
+      slots: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const m = /^(.+):(\d+)$/.exec(values.listen);
+  if (!m?.[1] || !m[2] || Number(m[2]) > 65535)
+    throw new UsageError(`--listen must be host:port, got ${values.listen}`);
+  const kind = (values.runtime ?? (await defaultRuntimeKind())) as RuntimeKind;
+  if (kind !== "qemu" && kind !== "namespace")
+    throw new UsageError(`--runtime must be qemu or namespace, got ${kind}`);
+  const accel = values.accel;
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg")
+    throw new UsageError(`--accel must be auto, kvm or tcg`);
+  if (process.getuid?.() !== 0)
+    throw new UsageError("the host agent needs root (network namespaces, TAP devices, nftables)");
+  const nestboxDir = path.resolve(
+    values["data-dir"] ?? process.env.NESTBOX_DIR ?? "/var/lib/nestbox",
+  );
+  if (!/^[a-z]$/.test(values.instance)) throw new UsageError("--instance must be one letter a-z");
+  let slotRange: [number, number] | undefined;
+  if (values.slots) {
+    const sm = /^(\d+)-(\d+)$/.exec(values.slots);
+    const lo = Number(sm?.[1]);
+    const hi = Number(sm?.[2]);
+    if (!sm || lo < 1 || hi > 16383 || lo > hi)
+      throw new UsageError("--slots must be lo-hi within 1-16383");
+    slotRange = [lo, hi];
+  }
+  const log = logger({ component: "agent", instance: values.instance });
+
+  const runtime = await createRuntime(kind, { nestboxDir, accel, log });
+  await ensureHostFirewall();
+  log.info("preparing the base template", { runtime: kind });
+  await runtime.prepareTemplate("base");
+  const manager = new SandboxManager({
+    nestboxDir,
+    runtime,
+    log,
+    instance: values.instance,
+    ...(slotRange ? { slotRange } : {}),
+    ...(values["memory-capacity-mb"]
+      ? { memoryCapacityMb: positiveInt("memory-capacity-mb", values["memory-capacity-mb"]) }
+      : {}),
+    ...(values["disk-capacity-mb"]
+      ? { diskCapacityMb: positiveInt("disk-capacity-mb", values["disk-capacity-mb"]) }
+      : {}),
+  });
+  await manager.start();
+
+  const server = createServer(
+    { requestTimeout: 0 },
+    connectNodeAdapter({
+      routes: (router) => {
+        router.service(
+          HostAgentService,
+          createHostAgentService(manager, {
+            onTerminate: () => {
+              log.info("terminated by the control plane");
+              manager.stop();
+              server.close();
+              process.exit(0);
+            },
+          }),
+        );
+      },
+    }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(m[2]), m[1], () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === "object" && addr ? addr.port : Number(m[2]);
+  log.info("agent listening", {
+    listen: `${m[1]}:${port}`,
+    runtime: kind,
+    sandboxes: manager.list().length,
+  });
+  process.stdout.write(`agent listening on ${m[1]}:${port}\n`);
+  const stop = (signal: string) => {
+    // Sandboxes keep running: a restarted agent re-adopts them.
+    log.info("shutting down, sandboxes keep running", { signal });
+    manager.stop();
+    server.closeAllConnections();
+    server.close(() => process.exit(0));
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}

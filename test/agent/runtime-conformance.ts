@@ -1,0 +1,358 @@
+/**
+ * The runtime conformance suite: the same behaviour, through the real host agent's RPC surface,
+ * for every runtime. Each runtime's test file calls `runtimeConformance` with its options.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type AgentProcess, startAgent } from "./agent-harness.js";
+
+export interface ConformanceOptions {
+  runtime: "qemu" | "namespace";
+  /** One letter: this run's namespaces, veths and state directories. */
+  instance: string;
+  slots: string;
+  /** Whether a snapshot keeps memory (running processes survive into new sandboxes). */
+  memorySnapshots: boolean;
+  dataDir?: string;
+}
+
+const DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
+
+async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
+  try {
+    await p;
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+  return undefined;
+}
+
+function namespacesOf(instance: string): string[] {
+  return execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+    .split("\n")
+    .map((l) => l.split(" ")[0] ?? "")
+    .filter((n) => n.startsWith(`nbx${instance}-`));
+}
+
+export function runtimeConformance(o: ConformanceOptions): void {
+  const dataDir = o.dataDir ?? DATA_DIR;
+  const args = [
+    "--runtime",
+    o.runtime,
+    "--instance",
+    o.instance,
+    "--slots",
+    o.slots,
+    "--memory-capacity-mb",
+    "8192",
+    "--data-dir",
+    dataDir,
+  ];
+  const templates: string[] = [];
+
+  describe(`runtime conformance: ${o.runtime}`, { timeout: 900_000 }, () => {
+    let agent: AgentProcess;
+    const exec = async (id: string, script: string, timeoutSec = 30) => {
+      const r = await agent.client.exec({
+        sandboxId: id,
+        cmd: "/bin/bash",
+        args: ["-c", script],
+        timeoutSec,
+      });
+      return {
+        out: Buffer.from(r.stdout).toString(),
+        err: Buffer.from(r.stderr).toString(),
+        code: r.exitCode,
+      };
+    };
+    const create = async (extra: Record<string, unknown> = {}) =>
+      (await agent.client.createSandbox({ template: "base", memoryMb: 512, vcpus: 1, ...extra }))
+        .sandboxId;
+
+    before(async () => {
+      agent = await startAgent(args);
+    });
+    after(async () => {
+      if (agent) {
+        const { sandboxes } = await agent.client.listSandboxes({}).catch(() => ({ sandboxes: [] }));
+        for (const s of sandboxes)
+          await agent.client.destroySandbox({ sandboxId: s.sandboxId }).catch(() => undefined);
+        for (const t of templates)
+          await agent.client.deleteSnapshot({ name: t }).catch(() => undefined);
+        await agent.stop();
+      }
+    });
+
+    it("creates a sandbox and runs commands as its default user with its env vars", async () => {
+      const id = await create({ envVars: { NBX_CONF: "yes" }, metadata: { suite: "conformance" } });
+      assert.match(id, /^[a-z0-9]{20}$/);
+      const r = await exec(id, 'id -un; echo "$NBX_CONF"; echo oops >&2; exit 3');
+      assert.deepEqual(r, { out: "user\nyes\n", err: "oops\n", code: 3 });
+      const { sandboxes } = await agent.client.listSandboxes({});
+      const mine = sandboxes.find((s) => s.sandboxId === id);
+      assert.equal(mine?.status, "running");
+      assert.deepEqual(mine?.metadata, { suite: "conformance" });
+      assert.equal(mine?.runtime, o.runtime);
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("streams output, and kills a command at its timeout", async () => {
+      const id = await create();
+      const kinds: string[] = [];
+      let out = "";
+      for await (const ev of agent.client.execStream({
+        sandboxId: id,
+        cmd: "/bin/sh",
+        args: ["-c", "echo a; sleep 0.2; echo b"],
+      })) {
+        kinds.push(ev.event.case ?? "");
+        if (ev.event.case === "data" && ev.event.value.output.case === "stdout")
+          out += Buffer.from(ev.event.value.output.value).toString();
+      }
+      assert.equal(kinds[0], "start");
+      assert.equal(kinds.at(-1), "end");
+      assert.equal(out, "a\nb\n");
+      const t0 = Date.now();
+      assert.equal(await codeOf(exec(id, "sleep 30", 1)), Code.DeadlineExceeded);
+      assert.ok(Date.now() - t0 < 10_000);
+      const ps = await exec(id, "pgrep -x sleep || true");
+      assert.equal(ps.out, "", "the timed-out command was killed");
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("writes and reads files whole and in 64 KiB chunks", async () => {
+      const id = await create();
+      await agent.client.writeFile({
+        sandboxId: id,
+        path: "/tmp/small.txt",
+        content: Buffer.from("hello"),
+      });
+      assert.equal(
+        Buffer.from(
+          (await agent.client.readFile({ sandboxId: id, path: "/tmp/small.txt" })).content,
+        ).toString(),
+        "hello",
+      );
+      const big = Buffer.alloc(1_000_003);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+      async function* upload() {
+        yield {
+          content: { case: "meta" as const, value: { sandboxId: id, path: "/tmp/big.bin" } },
+        };
+        for (let off = 0; off < big.length; off += 65_536) {
+          yield { content: { case: "chunk" as const, value: big.subarray(off, off + 65_536) } };
+        }
+      }
+      await agent.client.writeFileStream(upload());
+      const parts: Buffer[] = [];
+      for await (const r of agent.client.readFileStream({ sandboxId: id, path: "/tmp/big.bin" })) {
+        assert.ok(r.chunk.length <= 65_536);
+        parts.push(Buffer.from(r.chunk));
+      }
+      assert.ok(Buffer.concat(parts).equals(big));
+      assert.equal(
+        await codeOf(agent.client.readFile({ sandboxId: id, path: "/nope" })),
+        Code.NotFound,
+      );
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("pauses and resumes keeping a running process and a file", async () => {
+      const id = await create();
+      await exec(
+        id,
+        "echo kept > /tmp/kept.txt; nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done' >/dev/null 2>&1 &",
+      );
+      await sleep(1000);
+      await agent.client.pauseSandbox({ sandboxId: id });
+      assert.equal(
+        (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === id)?.status,
+        "paused",
+      );
+      assert.equal(await codeOf(exec(id, "true")), Code.FailedPrecondition);
+      assert.equal(
+        await codeOf(agent.client.pauseSandbox({ sandboxId: id })),
+        Code.FailedPrecondition,
+      );
+      await agent.client.resumeSandbox({ sandboxId: id, timeoutSec: 0 });
+      const before = Number((await exec(id, "cat /tmp/counter")).out);
+      await sleep(1000);
+      const r = await exec(id, "cat /tmp/counter; cat /tmp/kept.txt");
+      const [after, kept] = r.out.trim().split("\n");
+      assert.ok(Number(after) > before, `counter advanced after resume (${before} → ${after})`);
+      assert.equal(kept, "kept");
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("snapshots a sandbox into a template and starts new sandboxes from it", async () => {
+      const id = await create();
+      await exec(
+        id,
+        "echo from-snapshot > /home/user/snap.txt; nohup sleep 4242 >/dev/null 2>&1 &",
+      );
+      const name = `conf-${o.instance}-${Date.now().toString(36)}`;
+      templates.push(name);
+      const snap = await agent.client.createSnapshot({ sandboxId: id, name });
+      assert.ok(snap.sizeBytes > 0n);
+      assert.equal(
+        await codeOf(agent.client.destroySandbox({ sandboxId: id })),
+        Code.NotFound,
+        "snapshotting ends the sandbox",
+      );
+      const child = await create({ template: name });
+      const r = await exec(
+        child,
+        "cat /home/user/snap.txt; pgrep -f 'sleep [4]242' >/dev/null && echo running || echo gone",
+      );
+      assert.equal(r.out, `from-snapshot\n${o.memorySnapshots ? "running" : "gone"}\n`);
+      assert.equal(
+        await codeOf(agent.client.deleteSnapshot({ name })),
+        Code.FailedPrecondition,
+        "template in use",
+      );
+      await agent.client.destroySandbox({ sandboxId: child });
+    });
+
+    it("flattens a sandbox's disk into an image-only template", async () => {
+      const id = await create();
+      await exec(id, "echo flat > /home/user/flat.txt; sync");
+      const name = `flat-${o.instance}-${Date.now().toString(36)}`;
+      templates.push(name);
+      const res = await agent.client.flattenRootfs({ sandboxId: id, name });
+      assert.ok(res.sizeBytes > 0n);
+      const child = await create({ template: name });
+      assert.equal((await exec(child, "cat /home/user/flat.txt")).out, "flat\n");
+      await agent.client.destroySandbox({ sandboxId: child });
+      await agent.client.deleteSnapshot({ name });
+    });
+
+    it("auto-pauses an idle sandbox after its timeout and reports it once", async () => {
+      const id = await create({ timeoutSec: 2 });
+      await agent.client.listSandboxes({});
+      const deadline = Date.now() + 30_000;
+      let reported: string[] = [];
+      while (Date.now() < deadline) {
+        const l = await agent.client.listSandboxes({});
+        reported = reported.concat(l.autoPausedSandboxIds);
+        if (l.sandboxes.find((s) => s.sandboxId === id)?.status === "paused") break;
+        await sleep(500);
+      }
+      reported = reported.concat((await agent.client.listSandboxes({})).autoPausedSandboxIds);
+      assert.deepEqual(
+        reported.filter((x) => x === id),
+        [id],
+      );
+      assert.deepEqual((await agent.client.listSandboxes({})).autoPausedSandboxIds, []);
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("refuses what does not fit and rejects bad requests", async () => {
+      assert.equal(await codeOf(create({ memoryMb: 9000 })), Code.ResourceExhausted);
+      assert.equal(await codeOf(create({ template: "../etc" })), Code.InvalidArgument);
+      assert.equal(await codeOf(create({ sandboxId: "UPPER" })), Code.InvalidArgument);
+      assert.equal(
+        await codeOf(agent.client.destroySandbox({ sandboxId: "a".repeat(20) })),
+        Code.NotFound,
+      );
+      assert.equal(
+        await codeOf(agent.client.exec({ sandboxId: "", cmd: "true" })),
+        Code.InvalidArgument,
+      );
+      assert.equal(
+        await codeOf(agent.client.getSandboxMetrics({ sandboxId: "a".repeat(20), range: "1y" })),
+        Code.InvalidArgument,
+      );
+    });
+
+    it("samples metrics into rings", async () => {
+      const id = await create();
+      await sleep(1600);
+      const { points } = await agent.client.getSandboxMetrics({ sandboxId: id, range: "10m" });
+      assert.ok(points.length >= 2, `got ${points.length} points`);
+      assert.ok((points.at(-1)?.memBytes ?? 0n) > 0n);
+      const flushed = await agent.client.flushSandboxMetrics({ sandboxId: id });
+      assert.ok(flushed.points10m.length >= 2);
+      assert.equal(
+        (await agent.client.getSandboxMetrics({ sandboxId: id, range: "10m" })).points.length < 2,
+        true,
+      );
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("isolates sandboxes from the host and from each other", async () => {
+      const a = await create({ allowInternetAccess: false });
+      const b = await create();
+      const host: Server = createServer((c) => c.end("host"));
+      await new Promise<void>((r) => host.listen(0, "0.0.0.0", r));
+      const port = (host.address() as { port: number }).port;
+      try {
+        const list = (await agent.client.listSandboxes({})).sandboxes;
+        const ipB = list.find((s) => s.sandboxId === b)?.hostIp ?? "";
+        const hostSide = (ip: string) =>
+          ip.replace(/\.(\d+)$/, (_, n: string) => `.${Number(n) - 1}`);
+        const probe = (ip: string, p: number) =>
+          `timeout 3 bash -c 'echo > /dev/tcp/${ip}/${p}' 2>/dev/null && echo open || echo closed`;
+        const ipA = list.find((s) => s.sandboxId === a)?.hostIp ?? "";
+        const r = await exec(
+          a,
+          [probe(hostSide(ipA), port), probe(hostSide(ipB), port), probe(ipB, 49983)].join("; "),
+        );
+        assert.equal(
+          r.out,
+          "closed\nclosed\nclosed\n",
+          "host ports and the other sandbox are unreachable",
+        );
+        const self = await exec(a, probe("127.0.0.1", 49983));
+        assert.equal(self.out, "open\n", "the probe itself works");
+      } finally {
+        host.close();
+        await agent.client.destroySandbox({ sandboxId: a });
+        await agent.client.destroySandbox({ sandboxId: b });
+      }
+    });
+
+    it("re-adopts running and paused sandboxes after the agent is killed, and cleans up dead ones", async () => {
+      const running = await create();
+      await exec(running, "echo survivor > /tmp/s.txt");
+      const paused = await create();
+      await agent.client.pauseSandbox({ sandboxId: paused });
+      const doomed = await create();
+      const doomedNs = `nbx${o.instance}-${doomed}`;
+      assert.ok(namespacesOf(o.instance).includes(doomedNs));
+      await agent.kill();
+      // The doomed sandbox's runtime dies while no agent watches.
+      const pids = execFileSync("ip", ["netns", "pids", doomedNs], { encoding: "utf8" })
+        .split(/\s+/)
+        .filter(Boolean);
+      for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+      if (o.runtime === "namespace")
+        execFileSync("sh", ["-c", `pkill -9 -f "[s]andboxes/${o.instance}/${doomed}" || true`]);
+      agent = await startAgent(args);
+      const ids = (await agent.client.listSandboxes({})).sandboxes.map((s) => s.sandboxId);
+      assert.ok(ids.includes(running) && ids.includes(paused), "survivors re-adopted");
+      assert.ok(!ids.includes(doomed), "the dead one is gone");
+      assert.ok(!namespacesOf(o.instance).includes(doomedNs), "and its namespace removed");
+      assert.ok(!existsSync(`${dataDir}/sandboxes/${o.instance}/${doomed}`), "and its directory");
+      assert.equal((await exec(running, "cat /tmp/s.txt")).out, "survivor\n");
+      await agent.client.resumeSandbox({ sandboxId: paused });
+      assert.equal((await exec(paused, "echo ok")).out, "ok\n");
+    });
+
+    it("terminate destroys everything and leaves nothing behind", async () => {
+      await create();
+      await agent.client.terminate({});
+      await new Promise((r) => agent.child.once("exit", r));
+      assert.deepEqual(namespacesOf(o.instance), []);
+      const dirs = existsSync(`${dataDir}/sandboxes/${o.instance}`)
+        ? readdirSync(`${dataDir}/sandboxes/${o.instance}`)
+        : [];
+      assert.deepEqual(dirs, []);
+      agent = await startAgent(args);
+    });
+  });
+}
