@@ -19,7 +19,8 @@ import {
   ENVD_PORT,
   type SandboxNetwork,
 } from "../../packages/agent/src/network/netns.js";
-import { resolveAccel } from "../../packages/agent/src/qemu/accel.js";
+import { probeBoot, resolveAccel } from "../../packages/agent/src/qemu/accel.js";
+import { loadGuestImage } from "../../packages/agent/src/qemu/image.js";
 import { isProcessAlive } from "../../packages/agent/src/runtime/qemu/process.js";
 import { QemuRuntime } from "../../packages/agent/src/runtime/qemu/runtime.js";
 import type { RuntimeState, SandboxSpec } from "../../packages/agent/src/runtime/runtime.js";
@@ -173,6 +174,20 @@ test("auto accelerator resolves to TCG here, fast", async () => {
   assert.ok(decision.ms < 2_000, `${decision.ms} ms`);
 });
 
+test("the KVM probe recognises a guest kernel that boots (exercised with TCG)", async () => {
+  const image = await loadGuestImage("base", join(NESTBOX_DIR, "images"));
+  const kernel = {
+    kernelPath: image.kernelPath,
+    initrdPath: image.initrdPath,
+    acpi: image.manifest.acpi,
+  };
+  const ok = await timed("probe boot (tcg)", () => probeBoot("tcg", kernel, { timeoutMs: 30_000 }));
+  assert.equal(ok.ok, true, ok.detail);
+  // Too short a deadline is a failed probe, not a hang.
+  const tooShort = await probeBoot("tcg", kernel, { timeoutMs: 100 });
+  assert.equal(tooShort.ok, false);
+});
+
 let a: Box;
 let b: Box;
 
@@ -291,7 +306,17 @@ test("flattenToTemplate: disk only; prepareTemplate snapshots it; clones have th
   await runtime.stop(d.spec, d.state);
 });
 
-test("adopt: true while running, false after QEMU is killed; stop leaves nothing", async () => {
+test("a machine size other than the template's cold-boots; adopt; SIGKILL; stop leaves nothing", async () => {
+  const e = await newBox("base", "qe");
+  e.spec = { ...e.spec, memoryMb: 384, vcpus: 1 };
+  e.state = await timed("cold boot (384 MiB, 1 vCPU)", () => runtime.start(e.spec));
+  assert.equal(e.state.details.mode, "boot");
+  const se = await connect(e);
+  assert.equal(await sh(se, "nproc"), "1");
+  const memKb = Number(await sh(se, "awk '/MemTotal/ {print $2}' /proc/meminfo"));
+  assert.ok(memKb > 300_000 && memKb <= 384 * 1024, `MemTotal ${memKb} kB`);
+  await runtime.stop(e.spec, e.state);
+
   assert.equal(await runtime.adopt(b.spec, b.state as RuntimeState), true);
   const state = b.state as RuntimeState;
   assert.ok(state.pid);

@@ -2,6 +2,7 @@
 // running a short command as root (process.Process/Start, Connect's JSON streaming framing),
 // used to set the guest clock after a restore and to flush the guest's page cache before a
 // disk-only snapshot.
+import { request } from "node:http";
 import { RuntimeError } from "../runtime.js";
 import { sleep } from "./process.js";
 
@@ -9,6 +10,36 @@ export const ENVD_PORT = 49983;
 
 export function envdUrl(address: string): string {
   return `http://${address}:${ENVD_PORT}`;
+}
+
+/**
+ * One HTTP request on its own connection. Not fetch(): its pool keeps connections alive, and a
+ * sandbox resumed (or re-created) at the same address resets those, failing the next call.
+ */
+function httpRequest(
+  url: string,
+  options: { method: string; headers?: Record<string, string>; body?: Buffer; timeoutMs: number },
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: options.method,
+        headers: options.headers ?? {},
+        agent: false,
+        timeout: options.timeoutMs,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`timed out after ${options.timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(options.body);
+  });
 }
 
 /**
@@ -27,15 +58,11 @@ export async function waitForHealth(
     if (aborted)
       throw new RuntimeError("internal", `${aborted} before envd answered (last: ${last})`);
     try {
-      const res = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(2_000) });
-      await res.arrayBuffer();
+      const res = await httpRequest(`${baseUrl}/health`, { method: "GET", timeoutMs: 2_000 });
       if (res.status === 204 || res.status === 200) return Date.now() - started;
       last = `HTTP ${res.status}`;
     } catch (error) {
-      last =
-        (error as Error).cause instanceof Error
-          ? ((error as Error).cause as Error).message
-          : (error as Error).message;
+      last = (error as Error).message;
     }
     if (Date.now() - started > timeoutMs) {
       throw new RuntimeError(
@@ -74,13 +101,13 @@ export async function runGuestCommand(
     authorization: `Basic ${Buffer.from("root:").toString("base64")}`,
   };
   if (options.accessToken) headers["x-access-token"] = options.accessToken;
-  const res = await fetch(`${baseUrl}/process.Process/Start`, {
+  const res = await httpRequest(`${baseUrl}/process.Process/Start`, {
     method: "POST",
     headers,
     body: envelope,
-    signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+    timeoutMs: options.timeoutMs ?? 30_000,
   });
-  const body = Buffer.from(await res.arrayBuffer());
+  const body = res.body;
   if (res.status !== 200) {
     throw new RuntimeError(
       "internal",
