@@ -21,9 +21,14 @@ import {
 } from "../../packages/agent/src/network/netns.js";
 import { probeBoot, resolveAccel } from "../../packages/agent/src/qemu/accel.js";
 import { loadGuestImage } from "../../packages/agent/src/qemu/image.js";
+import { QmpClient } from "../../packages/agent/src/qemu/qmp.js";
 import { isProcessAlive } from "../../packages/agent/src/runtime/qemu/process.js";
 import { QemuRuntime } from "../../packages/agent/src/runtime/qemu/runtime.js";
-import type { RuntimeState, SandboxSpec } from "../../packages/agent/src/runtime/runtime.js";
+import {
+  RuntimeError,
+  type RuntimeState,
+  type SandboxSpec,
+} from "../../packages/agent/src/runtime/runtime.js";
 
 const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 const prefix = `nbxq-${randomBytes(3).toString("hex")}`;
@@ -86,6 +91,16 @@ async function newBox(template: string, label: string): Promise<Box> {
   };
   boxes.push(box);
   return box;
+}
+
+function networkGone(network: SandboxNetwork): boolean {
+  const namespaces = execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
+  const links = execFileSync("ip", ["-o", "link", "show"], { encoding: "utf8" });
+  return (
+    !namespaces.split("\n").some((line) => line.split(" ")[0] === network.namespace) &&
+    !links.includes(`${network.hostVeth}@`) &&
+    !links.includes(`${network.hostVeth}:`)
+  );
 }
 
 async function connect(box: Box): Promise<Sandbox> {
@@ -156,7 +171,11 @@ after(async () => {
       .catch((error: unknown) => problems.push(error));
   }
   for (const network of networks) {
-    await destroySandboxNetwork(network).catch((error: unknown) => problems.push(error));
+    await destroySandboxNetwork(network).catch((error: unknown) => {
+      // Deleting a namespace removes its veth pair asynchronously, so destroy can race with the
+      // kernel over the host end; what matters is that both are gone afterwards.
+      if (!networkGone(network)) problems.push(error);
+    });
   }
   for (const template of [snapTemplate, flatTemplate]) {
     await runtime.deleteTemplate(template).catch((error: unknown) => problems.push(error));
@@ -306,6 +325,21 @@ test("flattenToTemplate: disk only; prepareTemplate snapshots it; clones have th
   await runtime.stop(d.spec, d.state);
 });
 
+test("failed starts unwind and say why", async () => {
+  const f = await newBox("base", "qx");
+  await assert.rejects(
+    runtime.start({ ...f.spec, template: "no-such-template" }),
+    (error: unknown) => error instanceof RuntimeError && error.code === "not_found",
+  );
+  const broken = { ...f.spec, network: { ...f.spec.network, namespace: "nbxq-missing-ns" } };
+  await assert.rejects(runtime.start(broken), (error: unknown) => {
+    assert.ok(error instanceof RuntimeError);
+    assert.match(error.message, /QEMU did not start[\s\S]*qemu log/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(f.spec.dir), []);
+});
+
 test("a machine size other than the template's cold-boots; adopt; SIGKILL; stop leaves nothing", async () => {
   const e = await newBox("base", "qe");
   e.spec = { ...e.spec, memoryMb: 384, vcpus: 1 };
@@ -318,6 +352,12 @@ test("a machine size other than the template's cold-boots; adopt; SIGKILL; stop 
   await runtime.stop(e.spec, e.state);
 
   assert.equal(await runtime.adopt(b.spec, b.state as RuntimeState), true);
+  // An agent that died between `stop` and `cont` left the VM stopped: adopt lets it run again.
+  const qmp = await QmpClient.connect(join(b.spec.dir, "qmp.sock"));
+  await qmp.execute("stop");
+  qmp.close();
+  assert.equal(await runtime.adopt(b.spec, b.state as RuntimeState), true);
+  assert.equal(await sh(await connect(b), "echo alive"), "alive");
   const state = b.state as RuntimeState;
   assert.ok(state.pid);
   process.kill(state.pid, "SIGKILL");

@@ -120,6 +120,7 @@ export class QemuRuntime implements Runtime {
   private readonly cpuSamples = new Map<string, { ticks: number; at: number }>();
   private readonly snapshotCtx: SnapshotContext;
   private readonly restoreTimeoutMs: number;
+  private accelLogged = false;
 
   constructor(private readonly options: QemuRuntimeOptions) {
     this.nestboxDir = options.nestboxDir;
@@ -635,7 +636,18 @@ export class QemuRuntime implements Runtime {
         sandboxPath(spec.dir, "serial"),
         2_000,
       );
-      return (await vm.status()) === "running";
+      const status = await vm.status();
+      if (status === "running") return true;
+      if (status === "paused" || status === "postmigrate") {
+        // The agent died between `stop` and `cont` of a pause or snapshot: the guest is intact
+        // and the manager believes it runs, so let it run (a half-written pause state goes).
+        await vm.qmp.execute("cont");
+        await rm(sandboxPath(spec.dir, "pauseStateTmp"), { force: true });
+        await rm(sandboxPath(spec.dir, "pauseState"), { force: true });
+        this.log.warn("adopt: continued a stopped VM", { sandbox: spec.id, status });
+        return (await vm.status()) === "running";
+      }
+      return false;
     } catch (error) {
       this.log.warn("adopt: QMP does not answer", { sandbox: spec.id, error: String(error) });
       return false;
@@ -686,6 +698,10 @@ export class QemuRuntime implements Runtime {
         acpi: image.manifest.acpi,
       },
     });
+    if (!this.accelLogged) {
+      this.accelLogged = true;
+      this.log.info("accelerator", { mode: this.options.accel, ...decision });
+    }
     return decision.accel;
   }
 
