@@ -390,7 +390,8 @@ export class QemuRuntime implements Runtime {
       await rename(tmp, sandboxPath(spec.dir, "pauseState"));
     } catch (error) {
       await rm(tmp, { force: true });
-      // Leave the sandbox as it was: running.
+      // Leave the sandbox as it was: running. If even `cont` fails, the pause error below is the
+      // one worth reporting; adopt() continues a stopped VM later.
       if (vm.alive()) await vm.qmp.execute("cont").catch(() => undefined);
       vm.qmp.close();
       throw await vm.error("internal", `sandbox ${spec.id}: pause failed`, error);
@@ -820,6 +821,7 @@ export class QemuRuntime implements Runtime {
   private withLock<T>(key: string, work: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(key) ?? Promise.resolve();
     const run = previous.then(work, work);
+    // The chain only orders work; each caller gets its own result or error through `run`.
     const settled = run.catch(() => undefined);
     this.locks.set(key, settled);
     void settled.then(() => {

@@ -32,6 +32,8 @@ export async function createScratchNet(): Promise<ScratchNet> {
     );
     await runCommand(inNs(["link", "set", tap, "up"]));
   } catch (error) {
+    // The setup error is the one to report; a namespace that cannot be removed either would
+    // show up in the same way on the next attempt.
     await destroyScratchNet({ namespace, tap }).catch(() => undefined);
     throw error;
   }
