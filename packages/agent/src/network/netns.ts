@@ -11,6 +11,8 @@ export const GUEST_ADDRESS = "169.254.0.21";
 export const GATEWAY_ADDRESS = "169.254.0.22";
 export const GUEST_PREFIX_LENGTH = 30;
 export const ENVD_PORT = 49983;
+/** The TAP side's MAC, identical in every namespace (see createSandboxNetwork). */
+export const GATEWAY_MAC = "02:4e:42:00:00:16";
 
 /** Sandbox veth pairs are numbered /30 blocks of this /16: 16384 slots. */
 export const VETH_NETWORK = "10.250.0.0/16";
@@ -234,6 +236,8 @@ export async function createSandboxNetwork(opts: SandboxNetworkOptions): Promise
     await run("address", inNs(["link", "set", nsVeth, "up"]));
     if ((opts.guestLink ?? "tap") === "tap") {
       await run("tap", inNs(["tuntap", "add", "dev", tap, "mode", "tap"]));
+      // Every clone's guest remembers the gateway MAC from the template's boot: make it constant.
+      await run("tap", inNs(["link", "set", "dev", tap, "address", GATEWAY_MAC]));
       await run(
         "tap",
         inNs(["addr", "add", `${GATEWAY_ADDRESS}/${GUEST_PREFIX_LENGTH}`, "dev", tap]),
@@ -282,6 +286,9 @@ export async function destroySandboxNetwork(
     await run("destroy", ["ip", "netns", "delete", net.namespace]);
   }
   if (await exists(["ip", "link", "show", "dev", net.hostVeth])) {
-    await run("destroy", ["ip", "link", "delete", net.hostVeth]);
+    // Deleting the namespace removes the peer asynchronously; losing that race is success.
+    await run("destroy", ["ip", "link", "delete", net.hostVeth]).catch((err: unknown) => {
+      if (!(err instanceof NetworkSetupError && /Cannot find device/.test(err.message))) throw err;
+    });
   }
 }

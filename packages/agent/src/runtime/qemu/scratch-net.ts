@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import {
   GATEWAY_ADDRESS,
+  GATEWAY_MAC,
   GUEST_ADDRESS,
   GUEST_PREFIX_LENGTH,
   netnsExec,
@@ -27,6 +28,8 @@ export async function createScratchNet(): Promise<ScratchNet> {
     const inNs = (args: string[]) => ["ip", "-n", namespace, ...args];
     await runCommand(inNs(["link", "set", "lo", "up"]));
     await runCommand(inNs(["tuntap", "add", "dev", tap, "mode", "tap"]));
+    // The gateway MAC the template's guest learns is the one every clone's TAP will have.
+    await runCommand(inNs(["link", "set", "dev", tap, "address", GATEWAY_MAC]));
     await runCommand(
       inNs(["addr", "add", `${GATEWAY_ADDRESS}/${GUEST_PREFIX_LENGTH}`, "dev", tap]),
     );
