@@ -1,10 +1,50 @@
-import { request } from "node:http";
+import { Agent, request } from "node:http";
 import type { Readable } from "node:stream";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Process } from "@nestbox/proto/process";
 
 export const ENVD_PORT = 49983;
+
+/**
+ * No connection reuse: sandbox addresses are reused after a destroy, and a pooled socket to the
+ * previous sandbox at the same address fails with ECONNRESET.
+ */
+const noKeepAlive = new Agent({ keepAlive: false });
+
+interface HttpResult {
+  status: number;
+  body: string;
+}
+
+function httpCall(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string; timeoutMs: number },
+): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: init.method ?? "GET",
+        headers: init.headers,
+        agent: noKeepAlive,
+        timeout: init.timeoutMs,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => {
+          if (body.length < 65_536) body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`timed out after ${init.timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(init.body);
+  });
+}
 
 /** What the agent asks of one sandbox's envd, over the sandbox network. */
 export class EnvdClient {
@@ -22,6 +62,7 @@ export class EnvdClient {
       baseUrl: this.baseUrl,
       httpVersion: "1.1",
       useBinaryFormat: true,
+      nodeOptions: { agent: noKeepAlive },
       interceptors: token
         ? [
             (next) => async (req) => {
@@ -40,7 +81,7 @@ export class EnvdClient {
 
   async health(timeoutMs = 2000): Promise<boolean> {
     try {
-      const res = await fetch(`${this.baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await httpCall(`${this.baseUrl}/health`, { timeoutMs });
       return res.status === 204;
     } catch (err) {
       // Not up (yet): connection refused, reset or timed out all mean "no".
@@ -55,14 +96,16 @@ export class EnvdClient {
     defaultUser?: string;
     defaultWorkdir?: string;
   }): Promise<void> {
-    const res = await fetch(`${this.baseUrl}/init`, {
+    const res = await httpCall(`${this.baseUrl}/init`, {
       method: "POST",
       headers: this.headers({ "content-type": "application/json" }),
       body: JSON.stringify({ ...body, timestamp: new Date().toISOString() }),
-      signal: AbortSignal.timeout(10_000),
+      timeoutMs: 10_000,
+    }).catch((err: unknown) => {
+      throw new ConnectError(`envd /init unreachable: ${String(err)}`, Code.Unavailable);
     });
     if (res.status !== 204) {
-      throw new ConnectError(`envd /init: ${res.status} ${await res.text()}`, Code.Internal);
+      throw new ConnectError(`envd /init: ${res.status} ${res.body}`, Code.Internal);
     }
   }
 
@@ -74,7 +117,11 @@ export class EnvdClient {
     return new Promise((resolve, reject) => {
       const req = request(
         url,
-        { method: "POST", headers: this.headers({ "content-type": "application/octet-stream" }) },
+        {
+          method: "POST",
+          headers: this.headers({ "content-type": "application/octet-stream" }),
+          agent: noKeepAlive,
+        },
         (res) => {
           let text = "";
           res.setEncoding("utf8");

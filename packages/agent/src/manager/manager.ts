@@ -251,7 +251,8 @@ export class SandboxManager {
     const template = p.template || "base";
     if (!TEMPLATE_NAME_RE.test(template))
       throw invalid(`invalid template name ${JSON.stringify(template)}`);
-    const vcpus = p.vcpus || 1;
+    // E2B's defaults, which are also the size templates are snapshotted at (other sizes boot).
+    const vcpus = p.vcpus || 2;
     const memoryMb = p.memoryMb || 512;
     const diskSizeMb = p.diskSizeMb || 5120;
     const timeoutSec = p.timeoutSec ?? 0;
