@@ -34,7 +34,7 @@ export function sampleRss(pid: number, everyMs = 20): { stop(): number } {
 
 export function printTable(rows: Record<string, string | number>[]): void {
   if (rows.length === 0) return;
-  const cols = Object.keys(rows[0] ?? {});
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(width[i] ?? 0)).join("  ");
   console.log(line(cols));

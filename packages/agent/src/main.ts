@@ -20,7 +20,7 @@ Options:
   --accel <auto|kvm|tcg>     QEMU accelerator (default auto: KVM only if a probe boot works)
   --data-dir <dir>           state directory (default $NESTBOX_DIR or /var/lib/nestbox)
   --memory-capacity-mb <n>   memory to promise to sandboxes (default: 2 × (RAM − 1 GiB))
-  --disk-capacity-mb <n>     disk to promise to sandboxes (default: data filesystem − 2 GiB)
+  --disk-reserve-mb <n>      free disk kept for the host; creates are refused below it (2048)
   --instance <letter>        names this agent's namespaces, veths and state (default s); agents
                              sharing a host need different letters
   --slots <lo-hi>            network slots (10.250.0.0/16 in /30 blocks) this agent may use
@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<void> {
       accel: { type: "string", default: "auto" },
       "data-dir": { type: "string" },
       "memory-capacity-mb": { type: "string" },
-      "disk-capacity-mb": { type: "string" },
+      "disk-reserve-mb": { type: "string" },
       instance: { type: "string", default: "s" },
       slots: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -111,8 +111,8 @@ export async function main(argv: string[]): Promise<void> {
     ...(values["memory-capacity-mb"]
       ? { memoryCapacityMb: positiveInt("memory-capacity-mb", values["memory-capacity-mb"]) }
       : {}),
-    ...(values["disk-capacity-mb"]
-      ? { diskCapacityMb: positiveInt("disk-capacity-mb", values["disk-capacity-mb"]) }
+    ...(values["disk-reserve-mb"]
+      ? { diskReserveMb: positiveInt("disk-reserve-mb", values["disk-reserve-mb"]) }
       : {}),
   });
   await manager.start();

@@ -34,8 +34,8 @@ export interface ManagerOptions {
   log: Logger;
   /** Memory the agent may promise to sandboxes, in MiB (default: host RAM − 1 GiB, × overcommit). */
   memoryCapacityMb?: number;
-  /** Disk the agent may promise to sandboxes, in MiB (default: the data filesystem's size − 2 GiB). */
-  diskCapacityMb?: number;
+  /** Free disk to keep for the host, in MiB (default 2048): creates are refused below it. */
+  diskReserveMb?: number;
   /** Slots this agent may use (tests keep agents apart); default the whole range. */
   slotRange?: [number, number];
   /** How often the TTL reaper looks (default 1 s: E2B's SDK tests expect expiry within ~1 s). */
@@ -78,7 +78,7 @@ export class SandboxManager {
   private timers: NodeJS.Timeout[] = [];
   private readonly sandboxesDir: string;
   private readonly memoryCapacityMb: number;
-  private readonly diskCapacityMb: number;
+  private readonly diskReserveMb: number;
 
   private readonly instance: string;
 
@@ -92,9 +92,7 @@ export class SandboxManager {
     mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o700 });
     this.memoryCapacityMb =
       opts.memoryCapacityMb ?? Math.floor((totalmem() / 2 ** 20 - 1024) * MEMORY_OVERCOMMIT);
-    const fs = statfsSync(opts.nestboxDir);
-    this.diskCapacityMb =
-      opts.diskCapacityMb ?? Math.floor((fs.blocks * fs.bsize) / 2 ** 20 - 2048);
+    this.diskReserveMb = opts.diskReserveMb ?? 2048;
   }
 
   get runtime(): Runtime {
@@ -310,10 +308,14 @@ export class SandboxManager {
         Code.ResourceExhausted,
       );
     }
-    const disk = live.reduce((a, r) => a + r.diskSizeMb, 0);
-    if (disk + rec.diskSizeMb > this.diskCapacityMb) {
+    // Disks are sparse copy-on-write overlays: what matters is the space actually left, and
+    // a new sandbox needs room to start writing (up to 1 GiB of its disk) above the reserve.
+    const fs = statfsSync(this.opts.nestboxDir);
+    const freeMb = Math.floor((fs.bavail * fs.bsize) / 2 ** 20);
+    const need = Math.min(rec.diskSizeMb, 1024);
+    if (freeMb - this.diskReserveMb < need) {
       throw new ConnectError(
-        `not enough disk on this host: ${disk} of ${this.diskCapacityMb} MiB promised, ${rec.diskSizeMb} more asked`,
+        `not enough disk on this host: ${freeMb} MiB free, ${this.diskReserveMb} MiB reserved, ${need} MiB needed`,
         Code.ResourceExhausted,
       );
     }
