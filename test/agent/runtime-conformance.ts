@@ -91,6 +91,11 @@ export function runtimeConformance(o: ConformanceOptions): void {
     it("creates a sandbox and runs commands as its default user with its env vars", async () => {
       const id = await create({ envVars: { NBX_CONF: "yes" }, metadata: { suite: "conformance" } });
       assert.match(id, /^[a-z0-9]{20}$/);
+      const clock = Number((await exec(id, "date +%s")).out);
+      assert.ok(
+        Math.abs(clock - Date.now() / 1000) < 3,
+        `guest clock ${clock} is current after create`,
+      );
       const r = await exec(id, 'id -un; echo "$NBX_CONF"; echo oops >&2; exit 3');
       assert.deepEqual(r, { out: "user\nyes\n", err: "oops\n", code: 3 });
       const { sandboxes } = await agent.client.listSandboxes({});
@@ -182,8 +187,12 @@ export function runtimeConformance(o: ConformanceOptions): void {
       await agent.client.resumeSandbox({ sandboxId: id, timeoutSec: 0 });
       const before = Number((await exec(id, "cat /tmp/counter")).out);
       await sleep(1000);
-      const r = await exec(id, "cat /tmp/counter; cat /tmp/kept.txt");
-      const [after, kept] = r.out.trim().split("\n");
+      const r = await exec(id, "cat /tmp/counter; cat /tmp/kept.txt; date +%s");
+      const [after, kept, guestTime] = r.out.trim().split("\n");
+      assert.ok(
+        Math.abs(Number(guestTime) - Date.now() / 1000) < 3,
+        `guest clock ${guestTime} is current after resume`,
+      );
       assert.ok(Number(after) > before, `counter advanced after resume (${before} → ${after})`);
       assert.equal(kept, "kept");
       await agent.client.destroySandbox({ sandboxId: id });

@@ -18,6 +18,8 @@ Options:
   --workdir <dir>       default working directory (default: the user's home)
   --access-token <t>    require this X-Access-Token (default: none until POST /init sets one;
                         also read from NESTBOX_ENVD_ACCESS_TOKEN)
+  --sync-clock          set the system clock from POST /init timestamps (inside a VM, whose
+                        clock is stale after a snapshot restore; never on a shared host)
   --quiet               log warnings and errors only
   --version             print the envd protocol version
   -h, --help            show this help
@@ -33,6 +35,7 @@ export async function main(argv: string[]): Promise<void> {
       workdir: { type: "string" },
       "access-token": { type: "string" },
       quiet: { type: "boolean", default: false },
+      "sync-clock": { type: "boolean", default: false },
       version: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -59,6 +62,7 @@ export async function main(argv: string[]): Promise<void> {
     ...(token ? { accessToken: token } : {}),
     ...(values.workdir ? { defaultWorkdir: values.workdir } : {}),
   });
+  state.syncClock = values["sync-clock"];
   const log = createLogger({ component: "envd" }, values.quiet);
   const srv = await startEnvdServer({ state, log }, { port, host: values.host });
   const addr = srv.server.address();

@@ -12,6 +12,8 @@ export class EnvdState {
   envVars: Record<string, string> = {};
   /** Unix milliseconds of the newest /init applied; older /init calls change nothing. */
   lastInitAt: number | undefined;
+  /** Set the system clock from /init timestamps (inside a VM only: `--sync-clock`). */
+  syncClock = false;
 
   constructor(opts: { defaultUser: string; accessToken?: string; defaultWorkdir?: string }) {
     this.defaultUser = opts.defaultUser;

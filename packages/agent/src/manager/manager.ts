@@ -232,7 +232,9 @@ export class SandboxManager {
 
   private async initEnvd(rec: SandboxRecord): Promise<void> {
     // A clone's envd carries the template's state: install this sandbox's token and defaults.
-    const client = new EnvdClient(slotAddresses(rec.network.slot).sandbox);
+    // The first /init of a clone installs the token; later ones (after resume) must present it.
+    const installed = rec.status !== "starting" ? rec.envdAccessToken || undefined : undefined;
+    const client = new EnvdClient(slotAddresses(rec.network.slot).sandbox, installed);
     await client.init({
       ...(rec.envdAccessToken ? { accessToken: rec.envdAccessToken } : {}),
       envVars: rec.envVars,
@@ -376,6 +378,8 @@ export class SandboxManager {
       rec.runtime = await this.runtime.resume(this.spec(rec), rec.runtime).catch((e: unknown) => {
         throw toConnect(e);
       });
+      // The restored guest's clock stopped at the pause: /init carries the time (and is idempotent).
+      await this.initEnvd(rec).catch((e: unknown) => this.warn(rec.id, "re-init after resume", e));
       rec.status = "running";
       if (timeoutSec !== undefined && timeoutSec >= 0) rec.timeoutSec = timeoutSec;
       rec.lastActiveAtMs = Date.now();

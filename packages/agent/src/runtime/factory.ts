@@ -29,7 +29,14 @@ export async function createRuntime(
 ): Promise<Runtime> {
   if (kind === "qemu") {
     const { QemuRuntime } = await import("./qemu/runtime.js");
-    return new QemuRuntime({ nestboxDir: opts.nestboxDir, accel: opts.accel, log: opts.log });
+    // envd sets the guest clock itself on the manager's /init (`--sync-clock`), without the
+    // process start the runtime's own clock fix costs in a freshly restored guest.
+    return new QemuRuntime({
+      nestboxDir: opts.nestboxDir,
+      accel: opts.accel,
+      log: opts.log,
+      clockSync: "off",
+    });
   }
   const { NamespaceRuntime } = await import("./namespace/runtime.js");
   return new NamespaceRuntime({ nestboxDir: opts.nestboxDir, log: opts.log });

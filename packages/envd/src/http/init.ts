@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { accessTokenHeader } from "../auth.js";
+import { syncClock } from "../clock.js";
 import type { EnvdContext } from "../context.js";
 import { HttpError } from "../errors.js";
 import { UserDb } from "../users.js";
@@ -58,6 +59,7 @@ export function parseInitBody(raw: unknown): InitBody {
  * so a guest process cannot take over envd by calling /init itself.
  */
 export async function handleInit(ctx: EnvdContext, req: IncomingMessage, res: ServerResponse) {
+  const receivedAt = Date.now();
   const body = parseInitBody(await readJsonBody(req));
   const { state } = ctx;
   if (state.accessToken !== undefined) {
@@ -86,6 +88,15 @@ export async function handleInit(ctx: EnvdContext, req: IncomingMessage, res: Se
     });
   } else {
     ctx.log.info("stale init ignored", { timestamp: body.timestamp, lastInitAt: state.lastInitAt });
+  }
+  // A restored VM's clock shows the snapshot's time; the caller's timestamp is the truth.
+  if (state.syncClock && body.timestamp !== undefined && !stale) {
+    try {
+      const { changed, driftMs } = syncClock(body.timestamp + (Date.now() - receivedAt));
+      if (changed) ctx.log.info("clock set from /init", { driftMs });
+    } catch (err) {
+      ctx.log.warn("cannot set the clock", { err: String(err) });
+    }
   }
   res.writeHead(204, { "cache-control": "no-store" });
   res.end();

@@ -1,0 +1,8 @@
+{
+  "targets": [
+    {
+      "target_name": "clock",
+      "sources": ["clock.c"]
+    }
+  ]
+}
