@@ -167,6 +167,105 @@ export function runtimeConformance(o: ConformanceOptions): void {
       await agent.client.destroySandbox({ sandboxId: id });
     });
 
+    it("runs background processes, terminals and file operations through the agent", async () => {
+      const id = await create();
+      const c = agent.client;
+      const ticker = await c.startProcess({
+        sandboxId: id,
+        cmd: "/bin/sh",
+        args: ["-c", "while true; do echo tick; sleep 0.2; done"],
+        tag: "ticker",
+      });
+      const listed = (await c.listProcesses({ sandboxId: id })).processes;
+      assert.ok(
+        listed.some((p) => p.pid === ticker.pid && p.tag === "ticker"),
+        JSON.stringify(listed),
+      );
+      const abort = new AbortController();
+      let seen = "";
+      try {
+        for await (const ev of c.connectProcess(
+          { sandboxId: id, pid: ticker.pid },
+          { signal: abort.signal },
+        )) {
+          if (ev.event.case === "data" && ev.event.value.output.case === "stdout")
+            seen += Buffer.from(ev.event.value.output.value).toString();
+          if (seen.includes("tick")) break;
+        }
+      } finally {
+        abort.abort();
+      }
+      assert.match(seen, /tick/);
+      await c.killProcess({ sandboxId: id, pid: ticker.pid });
+      await sleep(300);
+      assert.ok(
+        !(await c.listProcesses({ sandboxId: id })).processes.some((p) => p.pid === ticker.pid),
+      );
+      assert.equal(await codeOf(c.killProcess({ sandboxId: id, pid: 999_999 })), Code.NotFound);
+
+      const cat = await c.startProcess({ sandboxId: id, cmd: "/bin/cat" });
+      const output = (async () => {
+        let out = "";
+        let code = -2;
+        for await (const ev of c.connectProcess({ sandboxId: id, pid: cat.pid })) {
+          if (ev.event.case === "data" && ev.event.value.output.case === "stdout")
+            out += Buffer.from(ev.event.value.output.value).toString();
+          if (ev.event.case === "end") code = ev.event.value.exitCode;
+        }
+        return { out, code };
+      })();
+      await sleep(300);
+      await c.sendProcessInput({
+        sandboxId: id,
+        pid: cat.pid,
+        data: Buffer.from("hello stdin\n"),
+        closeStdin: true,
+      });
+      assert.deepEqual(await output, { out: "hello stdin\n", code: 0 });
+
+      let screen = "";
+      let ptyPid = 0;
+      let ended = false;
+      for await (const ev of c.startPty({ sandboxId: id, cols: 80, rows: 24 })) {
+        if (ev.event.case === "start") {
+          ptyPid = ev.event.value.pid;
+          await c.resizePty({ sandboxId: id, pid: ptyPid, cols: 120, rows: 50 });
+          await c.sendProcessInput({
+            sandboxId: id,
+            pid: ptyPid,
+            pty: true,
+            data: Buffer.from("stty size; echo $((6*7)); exit\n"),
+          });
+        }
+        if (ev.event.case === "data") screen += Buffer.from(ev.event.value).toString();
+        if (ev.event.case === "end") ended = true;
+      }
+      assert.ok(ended);
+      assert.match(screen, /50 120/);
+      assert.match(screen, /\r\n42\r\n/);
+
+      const made = await c.makeDir({ sandboxId: id, path: "/tmp/nbx-dir/inner" });
+      assert.equal(made.entry?.type, "dir");
+      await c.writeFile({
+        sandboxId: id,
+        path: "/tmp/nbx-dir/inner/f.txt",
+        content: Buffer.from("x"),
+      });
+      const listing = (await c.listDir({ sandboxId: id, path: "/tmp/nbx-dir", depth: 2 })).entries
+        .map((e) => `${e.type}:${e.path}`)
+        .sort();
+      assert.deepEqual(listing, ["dir:/tmp/nbx-dir/inner", "file:/tmp/nbx-dir/inner/f.txt"]);
+      const moved = await c.movePath({
+        sandboxId: id,
+        source: "/tmp/nbx-dir/inner/f.txt",
+        destination: "/tmp/nbx-dir/g.txt",
+      });
+      assert.equal(moved.entry?.path, "/tmp/nbx-dir/g.txt");
+      await c.removePath({ sandboxId: id, path: "/tmp/nbx-dir" });
+      assert.equal(await codeOf(c.listDir({ sandboxId: id, path: "/tmp/nbx-dir" })), Code.NotFound);
+      await c.destroySandbox({ sandboxId: id });
+    });
+
     it("pauses and resumes keeping a running process and a file", async () => {
       const id = await create();
       await exec(

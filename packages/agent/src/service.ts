@@ -7,6 +7,7 @@ import type { SandboxManager } from "./manager/manager.js";
 import { isMetricRange, type MetricPoint } from "./manager/metrics.js";
 import type { SandboxRecord } from "./manager/store.js";
 import { slotAddresses } from "./network/netns.js";
+import { processAndFileRpcs } from "./service-processes.js";
 
 /** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
 export const GUEST_ENVD_VERSION = "0.6.4";
@@ -63,6 +64,7 @@ export function createHostAgentService(
   opts: { onTerminate: () => void },
 ): ServiceImpl<typeof HostAgentService> {
   return {
+    ...processAndFileRpcs(m),
     createSandbox: (req) =>
       guard(async () => {
         const rec = await m.create({

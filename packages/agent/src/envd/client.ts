@@ -2,6 +2,7 @@ import { Agent, request } from "node:http";
 import type { Readable } from "node:stream";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { Filesystem } from "@nestbox/proto/filesystem";
 import { Process } from "@nestbox/proto/process";
 
 export const ENVD_PORT = 49983;
@@ -50,6 +51,7 @@ function httpCall(
 export class EnvdClient {
   readonly baseUrl: string;
   readonly process;
+  readonly filesystem;
 
   constructor(
     readonly host: string,
@@ -73,6 +75,7 @@ export class EnvdClient {
         : [],
     });
     this.process = createClient(Process, transport);
+    this.filesystem = createClient(Filesystem, transport);
   }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -193,4 +196,10 @@ function fileError(status: number, body: string): ConnectError {
               ? Code.Unauthenticated
               : Code.Internal;
   return new ConnectError(`envd /files: ${message}`, code);
+}
+
+/** Call options selecting the Linux user for an envd RPC (E2B's Basic-auth convention). */
+export function asUser(user: string | undefined): { headers?: Record<string, string> } {
+  if (!user) return {};
+  return { headers: { authorization: `Basic ${Buffer.from(`${user}:`).toString("base64")}` } };
 }

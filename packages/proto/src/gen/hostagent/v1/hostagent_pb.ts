@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hostagent/v1/hostagent.proto.
  */
 export const file_hostagent_v1_hostagent: GenFile = /*@__PURE__*/
-  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEi+QMKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYBSABKAkSEAoIdGVtcGxhdGUYASABKAkSDQoFdmNwdXMYAiABKAUSEQoJbWVtb3J5X21iGAMgASgFEhMKC3RpbWVvdXRfc2VjGAQgASgFEhQKDGRpc2tfc2l6ZV9tYhgGIAEoBRJBCghlbnZfdmFycxgHIAMoCzIvLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5FbnZWYXJzRW50cnkSQgoIbWV0YWRhdGEYCCADKAsyMC5ob3N0YWdlbnQudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRIUCgxkZWZhdWx0X3VzZXIYCSABKAkSIgoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgISACIAQESFwoPZGVmYXVsdF93b3JrZGlyGAsgASgJEhkKEWVudmRfYWNjZXNzX3Rva2VuGAwgASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIYChZfYWxsb3dfaW50ZXJuZXRfYWNjZXNzIo0BChVDcmVhdGVTYW5kYm94UmVzcG9uc2USEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHaG9zdF9pcBgDIAEoCRIUCgxlbnZkX3ZlcnNpb24YBCABKAkSDwoHcnVudGltZRgFIAEoCRIYChBtZW1vcnlfc25hcHNob3RzGAYgASgIIisKFURlc3Ryb3lTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhgKFkRlc3Ryb3lTYW5kYm94UmVzcG9uc2UiKQoTUGF1c2VTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhYKFFBhdXNlU2FuZGJveFJlc3BvbnNlIj8KFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGltZW91dF9zZWMYAiABKAUiTAoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEhIKCnNhbmRib3hfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEg8KB2hvc3RfaXAYAyABKAkiOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEbmFtZRgCIAEoCSI6ChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyIlChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlIlEKC0V4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSCwoDY21kGAIgASgJEgwKBGFyZ3MYAyADKAkSEwoLdGltZW91dF9zZWMYBCABKAUiQQoMRXhlY1Jlc3BvbnNlEg4KBnN0ZG91dBgBIAEoDBIOCgZzdGRlcnIYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0ImYKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5ob3N0YWdlbnQudjEuU2FuZGJveEluZm8SHwoXYXV0b19wYXVzZWRfc2FuZGJveF9pZHMYAiADKAki1AIKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJEg0KBXZjcHVzGAQgASgFEhEKCW1lbW9yeV9tYhgFIAEoBRIPCgdob3N0X2lwGAYgASgJEhcKD2NyZWF0ZWRfYXRfdW5peBgHIAEoAxIbChNsYXN0X2FjdGl2ZV9hdF91bml4GAggASgDEhMKC3RpbWVvdXRfc2VjGAkgASgFEjkKCG1ldGFkYXRhGAogAygLMicuaG9zdGFnZW50LnYxLlNhbmRib3hJbmZvLk1ldGFkYXRhRW50cnkSFAoMZGlza19zaXplX21iGAsgASgFEg8KB3J1bnRpbWUYDCABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkUKEFdyaXRlRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2NvbnRlbnQYAyABKAwiEwoRV3JpdGVGaWxlUmVzcG9uc2UiMwoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSIjChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwiVwoRRXhlY1N0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRITCgt0aW1lb3V0X3NlYxgEIAEoBSKnAQoSRXhlY1N0cmVhbVJlc3BvbnNlEi4KBXN0YXJ0GAEgASgLMh0uaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1TdGFydEgAEiwKBGRhdGEYAiABKAsyHC5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbURhdGFIABIqCgNlbmQYAyABKAsyGy5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbUVuZEgAQgcKBWV2ZW50Ih4KD0V4ZWNTdHJlYW1TdGFydBILCgNwaWQYASABKA0iPgoORXhlY1N0cmVhbURhdGESEAoGc3Rkb3V0GAEgASgMSAASEAoGc3RkZXJyGAIgASgMSABCCAoGb3V0cHV0IjEKDUV4ZWNTdHJlYW1FbmQSEQoJZXhpdF9jb2RlGAEgASgFEg0KBWVycm9yGAIgASgJImcKFldyaXRlRmlsZVN0cmVhbVJlcXVlc3QSMQoEbWV0YRgBIAEoCzIhLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVTdHJlYW1NZXRhSAASDwoFY2h1bmsYAiABKAxIAEIJCgdjb250ZW50IjcKE1dyaXRlRmlsZVN0cmVhbU1ldGESEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIhkKF1dyaXRlRmlsZVN0cmVhbVJlc3BvbnNlIjkKFVJlYWRGaWxlU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiJwoWUmVhZEZpbGVTdHJlYW1SZXNwb25zZRINCgVjaHVuaxgBIAEoDCIoChJQaW5nU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIVChNQaW5nU2FuZGJveFJlc3BvbnNlIhIKEFRlcm1pbmF0ZVJlcXVlc3QiEwoRVGVybWluYXRlUmVzcG9uc2UiXQoLTWV0cmljUG9pbnQSFgoOdGltZXN0YW1wX3VuaXgYASABKAMSDwoHY3B1X3BjdBgCIAEoARIRCgltZW1fYnl0ZXMYAyABKAMSEgoKZGlza19ieXRlcxgEIAEoAyI9ChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRINCgVyYW5nZRgCIAEoCSJGChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEikKBnBvaW50cxgBIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludCIwChpGbHVzaFNhbmRib3hNZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIqkBChtGbHVzaFNhbmRib3hNZXRyaWNzUmVzcG9uc2USLQoKcG9pbnRzXzEwbRgBIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludBIsCglwb2ludHNfMmgYAiADKAsyGS5ob3N0YWdlbnQudjEuTWV0cmljUG9pbnQSLQoKcG9pbnRzXzI0aBgDIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludCI4ChRGbGF0dGVuUm9vdGZzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBG5hbWUYAiABKAkiKwoVRmxhdHRlblJvb3Rmc1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAMyyAwKEEhvc3RBZ2VudFNlcnZpY2USWAoNQ3JlYXRlU2FuZGJveBIiLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdBojLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVzcG9uc2USWwoORGVzdHJveVNhbmRib3gSIy5ob3N0YWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVzcG9uc2USVQoMUGF1c2VTYW5kYm94EiEuaG9zdGFnZW50LnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5ob3N0YWdlbnQudjEuUGF1c2VTYW5kYm94UmVzcG9uc2USWAoNUmVzdW1lU2FuZGJveBIiLmhvc3RhZ2VudC52MS5SZXN1bWVTYW5kYm94UmVxdWVzdBojLmhvc3RhZ2VudC52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USPQoERXhlYxIZLmhvc3RhZ2VudC52MS5FeGVjUmVxdWVzdBoaLmhvc3RhZ2VudC52MS5FeGVjUmVzcG9uc2USWAoNTGlzdFNhbmRib3hlcxIiLmhvc3RhZ2VudC52MS5MaXN0U2FuZGJveGVzUmVxdWVzdBojLmhvc3RhZ2VudC52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USTAoJV3JpdGVGaWxlEh4uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlcXVlc3QaHy5ob3N0YWdlbnQudjEuV3JpdGVGaWxlUmVzcG9uc2USSQoIUmVhZEZpbGUSHS5ob3N0YWdlbnQudjEuUmVhZEZpbGVSZXF1ZXN0Gh4uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVzcG9uc2USWwoOQ3JlYXRlU25hcHNob3QSIy5ob3N0YWdlbnQudjEuQ3JlYXRlU25hcHNob3RSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USWwoORGVsZXRlU25hcHNob3QSIy5ob3N0YWdlbnQudjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USUQoKRXhlY1N0cmVhbRIfLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtUmVxdWVzdBogLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtUmVzcG9uc2UwARJgCg9Xcml0ZUZpbGVTdHJlYW0SJC5ob3N0YWdlbnQudjEuV3JpdGVGaWxlU3RyZWFtUmVxdWVzdBolLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVTdHJlYW1SZXNwb25zZSgBEl0KDlJlYWRGaWxlU3RyZWFtEiMuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVxdWVzdBokLmhvc3RhZ2VudC52MS5SZWFkRmlsZVN0cmVhbVJlc3BvbnNlMAESUgoLUGluZ1NhbmRib3gSIC5ob3N0YWdlbnQudjEuUGluZ1NhbmRib3hSZXF1ZXN0GiEuaG9zdGFnZW50LnYxLlBpbmdTYW5kYm94UmVzcG9uc2USTAoJVGVybWluYXRlEh4uaG9zdGFnZW50LnYxLlRlcm1pbmF0ZVJlcXVlc3QaHy5ob3N0YWdlbnQudjEuVGVybWluYXRlUmVzcG9uc2USZAoRR2V0U2FuZGJveE1ldHJpY3MSJi5ob3N0YWdlbnQudjEuR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0GicuaG9zdGFnZW50LnYxLkdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2USagoTRmx1c2hTYW5kYm94TWV0cmljcxIoLmhvc3RhZ2VudC52MS5GbHVzaFNhbmRib3hNZXRyaWNzUmVxdWVzdBopLmhvc3RhZ2VudC52MS5GbHVzaFNhbmRib3hNZXRyaWNzUmVzcG9uc2USWAoNRmxhdHRlblJvb3RmcxIiLmhvc3RhZ2VudC52MS5GbGF0dGVuUm9vdGZzUmVxdWVzdBojLmhvc3RhZ2VudC52MS5GbGF0dGVuUm9vdGZzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Chxob3N0YWdlbnQvdjEvaG9zdGFnZW50LnByb3RvEgxob3N0YWdlbnQudjEi+QMKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYBSABKAkSEAoIdGVtcGxhdGUYASABKAkSDQoFdmNwdXMYAiABKAUSEQoJbWVtb3J5X21iGAMgASgFEhMKC3RpbWVvdXRfc2VjGAQgASgFEhQKDGRpc2tfc2l6ZV9tYhgGIAEoBRJBCghlbnZfdmFycxgHIAMoCzIvLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5FbnZWYXJzRW50cnkSQgoIbWV0YWRhdGEYCCADKAsyMC5ob3N0YWdlbnQudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRIUCgxkZWZhdWx0X3VzZXIYCSABKAkSIgoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgISACIAQESFwoPZGVmYXVsdF93b3JrZGlyGAsgASgJEhkKEWVudmRfYWNjZXNzX3Rva2VuGAwgASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIYChZfYWxsb3dfaW50ZXJuZXRfYWNjZXNzIo0BChVDcmVhdGVTYW5kYm94UmVzcG9uc2USEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHaG9zdF9pcBgDIAEoCRIUCgxlbnZkX3ZlcnNpb24YBCABKAkSDwoHcnVudGltZRgFIAEoCRIYChBtZW1vcnlfc25hcHNob3RzGAYgASgIIisKFURlc3Ryb3lTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhgKFkRlc3Ryb3lTYW5kYm94UmVzcG9uc2UiKQoTUGF1c2VTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhYKFFBhdXNlU2FuZGJveFJlc3BvbnNlIj8KFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGltZW91dF9zZWMYAiABKAUiTAoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEhIKCnNhbmRib3hfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEg8KB2hvc3RfaXAYAyABKAkiOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEbmFtZRgCIAEoCSI6ChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyIlChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlIlEKC0V4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSCwoDY21kGAIgASgJEgwKBGFyZ3MYAyADKAkSEwoLdGltZW91dF9zZWMYBCABKAUiQQoMRXhlY1Jlc3BvbnNlEg4KBnN0ZG91dBgBIAEoDBIOCgZzdGRlcnIYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0ImYKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5ob3N0YWdlbnQudjEuU2FuZGJveEluZm8SHwoXYXV0b19wYXVzZWRfc2FuZGJveF9pZHMYAiADKAki1AIKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEhAKCHRlbXBsYXRlGAMgASgJEg0KBXZjcHVzGAQgASgFEhEKCW1lbW9yeV9tYhgFIAEoBRIPCgdob3N0X2lwGAYgASgJEhcKD2NyZWF0ZWRfYXRfdW5peBgHIAEoAxIbChNsYXN0X2FjdGl2ZV9hdF91bml4GAggASgDEhMKC3RpbWVvdXRfc2VjGAkgASgFEjkKCG1ldGFkYXRhGAogAygLMicuaG9zdGFnZW50LnYxLlNhbmRib3hJbmZvLk1ldGFkYXRhRW50cnkSFAoMZGlza19zaXplX21iGAsgASgFEg8KB3J1bnRpbWUYDCABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkUKEFdyaXRlRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2NvbnRlbnQYAyABKAwiEwoRV3JpdGVGaWxlUmVzcG9uc2UiMwoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSIjChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwiVwoRRXhlY1N0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRITCgt0aW1lb3V0X3NlYxgEIAEoBSKnAQoSRXhlY1N0cmVhbVJlc3BvbnNlEi4KBXN0YXJ0GAEgASgLMh0uaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1TdGFydEgAEiwKBGRhdGEYAiABKAsyHC5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbURhdGFIABIqCgNlbmQYAyABKAsyGy5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbUVuZEgAQgcKBWV2ZW50Ih4KD0V4ZWNTdHJlYW1TdGFydBILCgNwaWQYASABKA0iPgoORXhlY1N0cmVhbURhdGESEAoGc3Rkb3V0GAEgASgMSAASEAoGc3RkZXJyGAIgASgMSABCCAoGb3V0cHV0IjEKDUV4ZWNTdHJlYW1FbmQSEQoJZXhpdF9jb2RlGAEgASgFEg0KBWVycm9yGAIgASgJImcKFldyaXRlRmlsZVN0cmVhbVJlcXVlc3QSMQoEbWV0YRgBIAEoCzIhLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVTdHJlYW1NZXRhSAASDwoFY2h1bmsYAiABKAxIAEIJCgdjb250ZW50IjcKE1dyaXRlRmlsZVN0cmVhbU1ldGESEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIhkKF1dyaXRlRmlsZVN0cmVhbVJlc3BvbnNlIjkKFVJlYWRGaWxlU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiJwoWUmVhZEZpbGVTdHJlYW1SZXNwb25zZRINCgVjaHVuaxgBIAEoDCIoChJQaW5nU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIVChNQaW5nU2FuZGJveFJlc3BvbnNlIhIKEFRlcm1pbmF0ZVJlcXVlc3QiEwoRVGVybWluYXRlUmVzcG9uc2UiXQoLTWV0cmljUG9pbnQSFgoOdGltZXN0YW1wX3VuaXgYASABKAMSDwoHY3B1X3BjdBgCIAEoARIRCgltZW1fYnl0ZXMYAyABKAMSEgoKZGlza19ieXRlcxgEIAEoAyI9ChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRINCgVyYW5nZRgCIAEoCSJGChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEikKBnBvaW50cxgBIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludCIwChpGbHVzaFNhbmRib3hNZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIqkBChtGbHVzaFNhbmRib3hNZXRyaWNzUmVzcG9uc2USLQoKcG9pbnRzXzEwbRgBIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludBIsCglwb2ludHNfMmgYAiADKAsyGS5ob3N0YWdlbnQudjEuTWV0cmljUG9pbnQSLQoKcG9pbnRzXzI0aBgDIAMoCzIZLmhvc3RhZ2VudC52MS5NZXRyaWNQb2ludCI4ChRGbGF0dGVuUm9vdGZzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBG5hbWUYAiABKAkiKwoVRmxhdHRlblJvb3Rmc1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAMi1AEKE1N0YXJ0UHJvY2Vzc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRILCgNjbWQYAiABKAkSDAoEYXJncxgDIAMoCRI5CgRlbnZzGAQgAygLMisuaG9zdGFnZW50LnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgFIAEoCRIMCgR1c2VyGAYgASgJEgsKA3RhZxgHIAEoCRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIjChRTdGFydFByb2Nlc3NSZXNwb25zZRILCgNwaWQYASABKA0iKgoUTGlzdFByb2Nlc3Nlc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJQCgxQcm9jZXNzRW50cnkSCwoDcGlkGAEgASgNEgsKA3RhZxgCIAEoCRILCgNjbWQYAyABKAkSDAoEYXJncxgEIAMoCRILCgNjd2QYBSABKAkiRgoVTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlEi0KCXByb2Nlc3NlcxgBIAMoCzIaLmhvc3RhZ2VudC52MS5Qcm9jZXNzRW50cnkiRQoSS2lsbFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSCwoDcGlkGAIgASgNEg4KBnNpZ25hbBgDIAEoCSIVChNLaWxsUHJvY2Vzc1Jlc3BvbnNlIjgKFUNvbm5lY3RQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA3BpZBgCIAEoDSJqChdTZW5kUHJvY2Vzc0lucHV0UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA3BpZBgCIAEoDRIMCgRkYXRhGAMgASgMEgsKA3B0eRgEIAEoCBITCgtjbG9zZV9zdGRpbhgFIAEoCCIaChhTZW5kUHJvY2Vzc0lucHV0UmVzcG9uc2Ui2wEKD1N0YXJ0UHR5UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA2NtZBgCIAEoCRIMCgRhcmdzGAMgAygJEgwKBGNvbHMYBCABKA0SDAoEcm93cxgFIAEoDRI1CgRlbnZzGAYgAygLMicuaG9zdGFnZW50LnYxLlN0YXJ0UHR5UmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAcgASgJEgwKBHVzZXIYCCABKAkaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEifwoIUHR5RXZlbnQSLgoFc3RhcnQYASABKAsyHS5ob3N0YWdlbnQudjEuRXhlY1N0cmVhbVN0YXJ0SAASDgoEZGF0YRgCIAEoDEgAEioKA2VuZBgDIAEoCzIbLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtRW5kSABCBwoFZXZlbnQiTwoQUmVzaXplUHR5UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgsKA3BpZBgCIAEoDRIMCgRjb2xzGAMgASgNEgwKBHJvd3MYBCABKA0iEwoRUmVzaXplUHR5UmVzcG9uc2UiegoJRmlsZUVudHJ5EgwKBG5hbWUYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR0eXBlGAMgASgJEgwKBHNpemUYBCABKAMSDAoEbW9kZRgFIAEoDRINCgVvd25lchgGIAEoCRIYChBtb2RpZmllZF9hdF91bml4GAcgASgDIkEKDkxpc3REaXJSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRINCgVkZXB0aBgDIAEoDSI7Cg9MaXN0RGlyUmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLmhvc3RhZ2VudC52MS5GaWxlRW50cnkiMgoOTWFrZURpclJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIjkKD01ha2VEaXJSZXNwb25zZRImCgVlbnRyeRgBIAEoCzIXLmhvc3RhZ2VudC52MS5GaWxlRW50cnkiNQoRUmVtb3ZlUGF0aFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIhQKElJlbW92ZVBhdGhSZXNwb25zZSJKCg9Nb3ZlUGF0aFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZzb3VyY2UYAiABKAkSEwoLZGVzdGluYXRpb24YAyABKAkiOgoQTW92ZVBhdGhSZXNwb25zZRImCgVlbnRyeRgBIAEoCzIXLmhvc3RhZ2VudC52MS5GaWxlRW50cnkyyhMKEEhvc3RBZ2VudFNlcnZpY2USWAoNQ3JlYXRlU2FuZGJveBIiLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdBojLmhvc3RhZ2VudC52MS5DcmVhdGVTYW5kYm94UmVzcG9uc2USWwoORGVzdHJveVNhbmRib3gSIy5ob3N0YWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVzcG9uc2USVQoMUGF1c2VTYW5kYm94EiEuaG9zdGFnZW50LnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5ob3N0YWdlbnQudjEuUGF1c2VTYW5kYm94UmVzcG9uc2USWAoNUmVzdW1lU2FuZGJveBIiLmhvc3RhZ2VudC52MS5SZXN1bWVTYW5kYm94UmVxdWVzdBojLmhvc3RhZ2VudC52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USPQoERXhlYxIZLmhvc3RhZ2VudC52MS5FeGVjUmVxdWVzdBoaLmhvc3RhZ2VudC52MS5FeGVjUmVzcG9uc2USWAoNTGlzdFNhbmRib3hlcxIiLmhvc3RhZ2VudC52MS5MaXN0U2FuZGJveGVzUmVxdWVzdBojLmhvc3RhZ2VudC52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USTAoJV3JpdGVGaWxlEh4uaG9zdGFnZW50LnYxLldyaXRlRmlsZVJlcXVlc3QaHy5ob3N0YWdlbnQudjEuV3JpdGVGaWxlUmVzcG9uc2USSQoIUmVhZEZpbGUSHS5ob3N0YWdlbnQudjEuUmVhZEZpbGVSZXF1ZXN0Gh4uaG9zdGFnZW50LnYxLlJlYWRGaWxlUmVzcG9uc2USWwoOQ3JlYXRlU25hcHNob3QSIy5ob3N0YWdlbnQudjEuQ3JlYXRlU25hcHNob3RSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USWwoORGVsZXRlU25hcHNob3QSIy5ob3N0YWdlbnQudjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiQuaG9zdGFnZW50LnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USUQoKRXhlY1N0cmVhbRIfLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtUmVxdWVzdBogLmhvc3RhZ2VudC52MS5FeGVjU3RyZWFtUmVzcG9uc2UwARJgCg9Xcml0ZUZpbGVTdHJlYW0SJC5ob3N0YWdlbnQudjEuV3JpdGVGaWxlU3RyZWFtUmVxdWVzdBolLmhvc3RhZ2VudC52MS5Xcml0ZUZpbGVTdHJlYW1SZXNwb25zZSgBEl0KDlJlYWRGaWxlU3RyZWFtEiMuaG9zdGFnZW50LnYxLlJlYWRGaWxlU3RyZWFtUmVxdWVzdBokLmhvc3RhZ2VudC52MS5SZWFkRmlsZVN0cmVhbVJlc3BvbnNlMAESUgoLUGluZ1NhbmRib3gSIC5ob3N0YWdlbnQudjEuUGluZ1NhbmRib3hSZXF1ZXN0GiEuaG9zdGFnZW50LnYxLlBpbmdTYW5kYm94UmVzcG9uc2USTAoJVGVybWluYXRlEh4uaG9zdGFnZW50LnYxLlRlcm1pbmF0ZVJlcXVlc3QaHy5ob3N0YWdlbnQudjEuVGVybWluYXRlUmVzcG9uc2USZAoRR2V0U2FuZGJveE1ldHJpY3MSJi5ob3N0YWdlbnQudjEuR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0GicuaG9zdGFnZW50LnYxLkdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2USagoTRmx1c2hTYW5kYm94TWV0cmljcxIoLmhvc3RhZ2VudC52MS5GbHVzaFNhbmRib3hNZXRyaWNzUmVxdWVzdBopLmhvc3RhZ2VudC52MS5GbHVzaFNhbmRib3hNZXRyaWNzUmVzcG9uc2USWAoNRmxhdHRlblJvb3RmcxIiLmhvc3RhZ2VudC52MS5GbGF0dGVuUm9vdGZzUmVxdWVzdBojLmhvc3RhZ2VudC52MS5GbGF0dGVuUm9vdGZzUmVzcG9uc2USVQoMU3RhcnRQcm9jZXNzEiEuaG9zdGFnZW50LnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QaIi5ob3N0YWdlbnQudjEuU3RhcnRQcm9jZXNzUmVzcG9uc2USWAoNTGlzdFByb2Nlc3NlcxIiLmhvc3RhZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBojLmhvc3RhZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USUgoLS2lsbFByb2Nlc3MSIC5ob3N0YWdlbnQudjEuS2lsbFByb2Nlc3NSZXF1ZXN0GiEuaG9zdGFnZW50LnYxLktpbGxQcm9jZXNzUmVzcG9uc2USWQoOQ29ubmVjdFByb2Nlc3MSIy5ob3N0YWdlbnQudjEuQ29ubmVjdFByb2Nlc3NSZXF1ZXN0GiAuaG9zdGFnZW50LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABEmEKEFNlbmRQcm9jZXNzSW5wdXQSJS5ob3N0YWdlbnQudjEuU2VuZFByb2Nlc3NJbnB1dFJlcXVlc3QaJi5ob3N0YWdlbnQudjEuU2VuZFByb2Nlc3NJbnB1dFJlc3BvbnNlEkMKCFN0YXJ0UHR5Eh0uaG9zdGFnZW50LnYxLlN0YXJ0UHR5UmVxdWVzdBoWLmhvc3RhZ2VudC52MS5QdHlFdmVudDABEkwKCVJlc2l6ZVB0eRIeLmhvc3RhZ2VudC52MS5SZXNpemVQdHlSZXF1ZXN0Gh8uaG9zdGFnZW50LnYxLlJlc2l6ZVB0eVJlc3BvbnNlEkYKB0xpc3REaXISHC5ob3N0YWdlbnQudjEuTGlzdERpclJlcXVlc3QaHS5ob3N0YWdlbnQudjEuTGlzdERpclJlc3BvbnNlEkYKB01ha2VEaXISHC5ob3N0YWdlbnQudjEuTWFrZURpclJlcXVlc3QaHS5ob3N0YWdlbnQudjEuTWFrZURpclJlc3BvbnNlEk8KClJlbW92ZVBhdGgSHy5ob3N0YWdlbnQudjEuUmVtb3ZlUGF0aFJlcXVlc3QaIC5ob3N0YWdlbnQudjEuUmVtb3ZlUGF0aFJlc3BvbnNlEkkKCE1vdmVQYXRoEh0uaG9zdGFnZW50LnYxLk1vdmVQYXRoUmVxdWVzdBoeLmhvc3RhZ2VudC52MS5Nb3ZlUGF0aFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message hostagent.v1.CreateSandboxRequest
@@ -1062,6 +1062,608 @@ export const FlattenRootfsResponseSchema: GenMessage<FlattenRootfsResponse> = /*
   messageDesc(file_hostagent_v1_hostagent, 41);
 
 /**
+ * ── Processes, terminals and files (Nestbox additions) ──────────────
+ *
+ * @generated from message hostagent.v1.StartProcessRequest
+ */
+export type StartProcessRequest = Message<"hostagent.v1.StartProcessRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string cmd = 2;
+   */
+  cmd: string;
+
+  /**
+   * @generated from field: repeated string args = 3;
+   */
+  args: string[];
+
+  /**
+   * @generated from field: map<string, string> envs = 4;
+   */
+  envs: { [key: string]: string };
+
+  /**
+   * @generated from field: string cwd = 5;
+   */
+  cwd: string;
+
+  /**
+   * Linux user; empty means the sandbox's default user.
+   *
+   * @generated from field: string user = 6;
+   */
+  user: string;
+
+  /**
+   * @generated from field: string tag = 7;
+   */
+  tag: string;
+};
+
+/**
+ * Describes the message hostagent.v1.StartProcessRequest.
+ * Use `create(StartProcessRequestSchema)` to create a new message.
+ */
+export const StartProcessRequestSchema: GenMessage<StartProcessRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 42);
+
+/**
+ * @generated from message hostagent.v1.StartProcessResponse
+ */
+export type StartProcessResponse = Message<"hostagent.v1.StartProcessResponse"> & {
+  /**
+   * @generated from field: uint32 pid = 1;
+   */
+  pid: number;
+};
+
+/**
+ * Describes the message hostagent.v1.StartProcessResponse.
+ * Use `create(StartProcessResponseSchema)` to create a new message.
+ */
+export const StartProcessResponseSchema: GenMessage<StartProcessResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 43);
+
+/**
+ * @generated from message hostagent.v1.ListProcessesRequest
+ */
+export type ListProcessesRequest = Message<"hostagent.v1.ListProcessesRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message hostagent.v1.ListProcessesRequest.
+ * Use `create(ListProcessesRequestSchema)` to create a new message.
+ */
+export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 44);
+
+/**
+ * @generated from message hostagent.v1.ProcessEntry
+ */
+export type ProcessEntry = Message<"hostagent.v1.ProcessEntry"> & {
+  /**
+   * @generated from field: uint32 pid = 1;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: string tag = 2;
+   */
+  tag: string;
+
+  /**
+   * @generated from field: string cmd = 3;
+   */
+  cmd: string;
+
+  /**
+   * @generated from field: repeated string args = 4;
+   */
+  args: string[];
+
+  /**
+   * @generated from field: string cwd = 5;
+   */
+  cwd: string;
+};
+
+/**
+ * Describes the message hostagent.v1.ProcessEntry.
+ * Use `create(ProcessEntrySchema)` to create a new message.
+ */
+export const ProcessEntrySchema: GenMessage<ProcessEntry> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 45);
+
+/**
+ * @generated from message hostagent.v1.ListProcessesResponse
+ */
+export type ListProcessesResponse = Message<"hostagent.v1.ListProcessesResponse"> & {
+  /**
+   * @generated from field: repeated hostagent.v1.ProcessEntry processes = 1;
+   */
+  processes: ProcessEntry[];
+};
+
+/**
+ * Describes the message hostagent.v1.ListProcessesResponse.
+ * Use `create(ListProcessesResponseSchema)` to create a new message.
+ */
+export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 46);
+
+/**
+ * @generated from message hostagent.v1.KillProcessRequest
+ */
+export type KillProcessRequest = Message<"hostagent.v1.KillProcessRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: uint32 pid = 2;
+   */
+  pid: number;
+
+  /**
+   * "SIGKILL" (default) or "SIGTERM".
+   *
+   * @generated from field: string signal = 3;
+   */
+  signal: string;
+};
+
+/**
+ * Describes the message hostagent.v1.KillProcessRequest.
+ * Use `create(KillProcessRequestSchema)` to create a new message.
+ */
+export const KillProcessRequestSchema: GenMessage<KillProcessRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 47);
+
+/**
+ * @generated from message hostagent.v1.KillProcessResponse
+ */
+export type KillProcessResponse = Message<"hostagent.v1.KillProcessResponse"> & {
+};
+
+/**
+ * Describes the message hostagent.v1.KillProcessResponse.
+ * Use `create(KillProcessResponseSchema)` to create a new message.
+ */
+export const KillProcessResponseSchema: GenMessage<KillProcessResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 48);
+
+/**
+ * @generated from message hostagent.v1.ConnectProcessRequest
+ */
+export type ConnectProcessRequest = Message<"hostagent.v1.ConnectProcessRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: uint32 pid = 2;
+   */
+  pid: number;
+};
+
+/**
+ * Describes the message hostagent.v1.ConnectProcessRequest.
+ * Use `create(ConnectProcessRequestSchema)` to create a new message.
+ */
+export const ConnectProcessRequestSchema: GenMessage<ConnectProcessRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 49);
+
+/**
+ * @generated from message hostagent.v1.SendProcessInputRequest
+ */
+export type SendProcessInputRequest = Message<"hostagent.v1.SendProcessInputRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: uint32 pid = 2;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+
+  /**
+   * Write to the process's terminal instead of its stdin.
+   *
+   * @generated from field: bool pty = 4;
+   */
+  pty: boolean;
+
+  /**
+   * Close stdin after writing (pipes only).
+   *
+   * @generated from field: bool close_stdin = 5;
+   */
+  closeStdin: boolean;
+};
+
+/**
+ * Describes the message hostagent.v1.SendProcessInputRequest.
+ * Use `create(SendProcessInputRequestSchema)` to create a new message.
+ */
+export const SendProcessInputRequestSchema: GenMessage<SendProcessInputRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 50);
+
+/**
+ * @generated from message hostagent.v1.SendProcessInputResponse
+ */
+export type SendProcessInputResponse = Message<"hostagent.v1.SendProcessInputResponse"> & {
+};
+
+/**
+ * Describes the message hostagent.v1.SendProcessInputResponse.
+ * Use `create(SendProcessInputResponseSchema)` to create a new message.
+ */
+export const SendProcessInputResponseSchema: GenMessage<SendProcessInputResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 51);
+
+/**
+ * @generated from message hostagent.v1.StartPtyRequest
+ */
+export type StartPtyRequest = Message<"hostagent.v1.StartPtyRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Default: the user's login shell (/bin/bash -i -l).
+   *
+   * @generated from field: string cmd = 2;
+   */
+  cmd: string;
+
+  /**
+   * @generated from field: repeated string args = 3;
+   */
+  args: string[];
+
+  /**
+   * @generated from field: uint32 cols = 4;
+   */
+  cols: number;
+
+  /**
+   * @generated from field: uint32 rows = 5;
+   */
+  rows: number;
+
+  /**
+   * @generated from field: map<string, string> envs = 6;
+   */
+  envs: { [key: string]: string };
+
+  /**
+   * @generated from field: string cwd = 7;
+   */
+  cwd: string;
+
+  /**
+   * @generated from field: string user = 8;
+   */
+  user: string;
+};
+
+/**
+ * Describes the message hostagent.v1.StartPtyRequest.
+ * Use `create(StartPtyRequestSchema)` to create a new message.
+ */
+export const StartPtyRequestSchema: GenMessage<StartPtyRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 52);
+
+/**
+ * @generated from message hostagent.v1.PtyEvent
+ */
+export type PtyEvent = Message<"hostagent.v1.PtyEvent"> & {
+  /**
+   * @generated from oneof hostagent.v1.PtyEvent.event
+   */
+  event: {
+    /**
+     * @generated from field: hostagent.v1.ExecStreamStart start = 1;
+     */
+    value: ExecStreamStart;
+    case: "start";
+  } | {
+    /**
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: hostagent.v1.ExecStreamEnd end = 3;
+     */
+    value: ExecStreamEnd;
+    case: "end";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message hostagent.v1.PtyEvent.
+ * Use `create(PtyEventSchema)` to create a new message.
+ */
+export const PtyEventSchema: GenMessage<PtyEvent> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 53);
+
+/**
+ * @generated from message hostagent.v1.ResizePtyRequest
+ */
+export type ResizePtyRequest = Message<"hostagent.v1.ResizePtyRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: uint32 pid = 2;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: uint32 cols = 3;
+   */
+  cols: number;
+
+  /**
+   * @generated from field: uint32 rows = 4;
+   */
+  rows: number;
+};
+
+/**
+ * Describes the message hostagent.v1.ResizePtyRequest.
+ * Use `create(ResizePtyRequestSchema)` to create a new message.
+ */
+export const ResizePtyRequestSchema: GenMessage<ResizePtyRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 54);
+
+/**
+ * @generated from message hostagent.v1.ResizePtyResponse
+ */
+export type ResizePtyResponse = Message<"hostagent.v1.ResizePtyResponse"> & {
+};
+
+/**
+ * Describes the message hostagent.v1.ResizePtyResponse.
+ * Use `create(ResizePtyResponseSchema)` to create a new message.
+ */
+export const ResizePtyResponseSchema: GenMessage<ResizePtyResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 55);
+
+/**
+ * @generated from message hostagent.v1.FileEntry
+ */
+export type FileEntry = Message<"hostagent.v1.FileEntry"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * "file", "dir" or "symlink".
+   *
+   * @generated from field: string type = 3;
+   */
+  type: string;
+
+  /**
+   * @generated from field: int64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: uint32 mode = 5;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: string owner = 6;
+   */
+  owner: string;
+
+  /**
+   * @generated from field: int64 modified_at_unix = 7;
+   */
+  modifiedAtUnix: bigint;
+};
+
+/**
+ * Describes the message hostagent.v1.FileEntry.
+ * Use `create(FileEntrySchema)` to create a new message.
+ */
+export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 56);
+
+/**
+ * @generated from message hostagent.v1.ListDirRequest
+ */
+export type ListDirRequest = Message<"hostagent.v1.ListDirRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint32 depth = 3;
+   */
+  depth: number;
+};
+
+/**
+ * Describes the message hostagent.v1.ListDirRequest.
+ * Use `create(ListDirRequestSchema)` to create a new message.
+ */
+export const ListDirRequestSchema: GenMessage<ListDirRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 57);
+
+/**
+ * @generated from message hostagent.v1.ListDirResponse
+ */
+export type ListDirResponse = Message<"hostagent.v1.ListDirResponse"> & {
+  /**
+   * @generated from field: repeated hostagent.v1.FileEntry entries = 1;
+   */
+  entries: FileEntry[];
+};
+
+/**
+ * Describes the message hostagent.v1.ListDirResponse.
+ * Use `create(ListDirResponseSchema)` to create a new message.
+ */
+export const ListDirResponseSchema: GenMessage<ListDirResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 58);
+
+/**
+ * @generated from message hostagent.v1.MakeDirRequest
+ */
+export type MakeDirRequest = Message<"hostagent.v1.MakeDirRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message hostagent.v1.MakeDirRequest.
+ * Use `create(MakeDirRequestSchema)` to create a new message.
+ */
+export const MakeDirRequestSchema: GenMessage<MakeDirRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 59);
+
+/**
+ * @generated from message hostagent.v1.MakeDirResponse
+ */
+export type MakeDirResponse = Message<"hostagent.v1.MakeDirResponse"> & {
+  /**
+   * @generated from field: hostagent.v1.FileEntry entry = 1;
+   */
+  entry?: FileEntry | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.MakeDirResponse.
+ * Use `create(MakeDirResponseSchema)` to create a new message.
+ */
+export const MakeDirResponseSchema: GenMessage<MakeDirResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 60);
+
+/**
+ * @generated from message hostagent.v1.RemovePathRequest
+ */
+export type RemovePathRequest = Message<"hostagent.v1.RemovePathRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message hostagent.v1.RemovePathRequest.
+ * Use `create(RemovePathRequestSchema)` to create a new message.
+ */
+export const RemovePathRequestSchema: GenMessage<RemovePathRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 61);
+
+/**
+ * @generated from message hostagent.v1.RemovePathResponse
+ */
+export type RemovePathResponse = Message<"hostagent.v1.RemovePathResponse"> & {
+};
+
+/**
+ * Describes the message hostagent.v1.RemovePathResponse.
+ * Use `create(RemovePathResponseSchema)` to create a new message.
+ */
+export const RemovePathResponseSchema: GenMessage<RemovePathResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 62);
+
+/**
+ * @generated from message hostagent.v1.MovePathRequest
+ */
+export type MovePathRequest = Message<"hostagent.v1.MovePathRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string source = 2;
+   */
+  source: string;
+
+  /**
+   * @generated from field: string destination = 3;
+   */
+  destination: string;
+};
+
+/**
+ * Describes the message hostagent.v1.MovePathRequest.
+ * Use `create(MovePathRequestSchema)` to create a new message.
+ */
+export const MovePathRequestSchema: GenMessage<MovePathRequest> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 63);
+
+/**
+ * @generated from message hostagent.v1.MovePathResponse
+ */
+export type MovePathResponse = Message<"hostagent.v1.MovePathResponse"> & {
+  /**
+   * @generated from field: hostagent.v1.FileEntry entry = 1;
+   */
+  entry?: FileEntry | undefined;
+};
+
+/**
+ * Describes the message hostagent.v1.MovePathResponse.
+ * Use `create(MovePathResponseSchema)` to create a new message.
+ */
+export const MovePathResponseSchema: GenMessage<MovePathResponse> = /*@__PURE__*/
+  messageDesc(file_hostagent_v1_hostagent, 64);
+
+/**
  * HostAgentService manages sandbox VMs on a single physical host.
  * The control plane calls these RPCs to orchestrate sandbox lifecycle.
  *
@@ -1255,6 +1857,111 @@ export const HostAgentService: GenService<{
     methodKind: "unary";
     input: typeof FlattenRootfsRequestSchema;
     output: typeof FlattenRootfsResponseSchema;
+  },
+  /**
+   * ── Nestbox additions ──
+   * StartProcess starts a background process and returns its pid; it outlives the call.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.StartProcess
+   */
+  startProcess: {
+    methodKind: "unary";
+    input: typeof StartProcessRequestSchema;
+    output: typeof StartProcessResponseSchema;
+  },
+  /**
+   * ListProcesses lists the processes envd started that are still running.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.ListProcesses
+   */
+  listProcesses: {
+    methodKind: "unary";
+    input: typeof ListProcessesRequestSchema;
+    output: typeof ListProcessesResponseSchema;
+  },
+  /**
+   * KillProcess signals a process (and its process group).
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.KillProcess
+   */
+  killProcess: {
+    methodKind: "unary";
+    input: typeof KillProcessRequestSchema;
+    output: typeof KillProcessResponseSchema;
+  },
+  /**
+   * ConnectProcess re-attaches to a running process's live output.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.ConnectProcess
+   */
+  connectProcess: {
+    methodKind: "server_streaming";
+    input: typeof ConnectProcessRequestSchema;
+    output: typeof ExecStreamResponseSchema;
+  },
+  /**
+   * SendProcessInput writes to a process's stdin, or to its terminal when it has one.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.SendProcessInput
+   */
+  sendProcessInput: {
+    methodKind: "unary";
+    input: typeof SendProcessInputRequestSchema;
+    output: typeof SendProcessInputResponseSchema;
+  },
+  /**
+   * StartPty starts a shell (or command) on a terminal and streams its output.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.StartPty
+   */
+  startPty: {
+    methodKind: "server_streaming";
+    input: typeof StartPtyRequestSchema;
+    output: typeof PtyEventSchema;
+  },
+  /**
+   * ResizePty changes a terminal's size.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.ResizePty
+   */
+  resizePty: {
+    methodKind: "unary";
+    input: typeof ResizePtyRequestSchema;
+    output: typeof ResizePtyResponseSchema;
+  },
+  /**
+   * Filesystem operations inside the sandbox.
+   *
+   * @generated from rpc hostagent.v1.HostAgentService.ListDir
+   */
+  listDir: {
+    methodKind: "unary";
+    input: typeof ListDirRequestSchema;
+    output: typeof ListDirResponseSchema;
+  },
+  /**
+   * @generated from rpc hostagent.v1.HostAgentService.MakeDir
+   */
+  makeDir: {
+    methodKind: "unary";
+    input: typeof MakeDirRequestSchema;
+    output: typeof MakeDirResponseSchema;
+  },
+  /**
+   * @generated from rpc hostagent.v1.HostAgentService.RemovePath
+   */
+  removePath: {
+    methodKind: "unary";
+    input: typeof RemovePathRequestSchema;
+    output: typeof RemovePathResponseSchema;
+  },
+  /**
+   * @generated from rpc hostagent.v1.HostAgentService.MovePath
+   */
+  movePath: {
+    methodKind: "unary";
+    input: typeof MovePathRequestSchema;
+    output: typeof MovePathResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hostagent_v1_hostagent, 0);

@@ -1,0 +1,258 @@
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { type EntryInfo, FileType } from "@nestbox/proto/filesystem";
+import type { HostAgentService } from "@nestbox/proto/hostagent";
+import { Signal } from "@nestbox/proto/process";
+import { asUser } from "./envd/client.js";
+import { invalid, toConnect } from "./manager/errors.js";
+import type { SandboxManager } from "./manager/manager.js";
+
+type Impl = ServiceImpl<typeof HostAgentService>;
+
+function requireId(id: string): string {
+  if (!id) throw invalid("sandbox_id is required");
+  return id;
+}
+
+function requirePid(pid: number): number {
+  if (!pid) throw invalid("pid is required");
+  return pid;
+}
+
+function fileEntry(e: EntryInfo | undefined) {
+  if (!e) return undefined;
+  const type =
+    e.type === FileType.DIRECTORY ? "dir" : e.type === FileType.SYMLINK ? "symlink" : "file";
+  return {
+    name: e.name,
+    path: e.path,
+    type,
+    size: e.size,
+    mode: e.mode,
+    owner: e.owner,
+    modifiedAtUnix: e.modifiedTime?.seconds ?? 0n,
+  };
+}
+
+/** Background processes, terminals and filesystem operations, passed through to envd. */
+export function processAndFileRpcs(
+  m: SandboxManager,
+): Pick<
+  Impl,
+  | "startProcess"
+  | "listProcesses"
+  | "killProcess"
+  | "connectProcess"
+  | "sendProcessInput"
+  | "startPty"
+  | "resizePty"
+  | "listDir"
+  | "makeDir"
+  | "removePath"
+  | "movePath"
+> {
+  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toConnect(ConnectError.from(err));
+    }
+  };
+  return {
+    startProcess: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.cmd) throw invalid("cmd is required");
+        // The process outlives its stream: read the start event, then let the stream go.
+        const abort = new AbortController();
+        try {
+          for await (const res of envd.process.start(
+            {
+              process: {
+                cmd: req.cmd,
+                args: req.args,
+                envs: req.envs,
+                ...(req.cwd ? { cwd: req.cwd } : {}),
+              },
+              stdin: true,
+              ...(req.tag ? { tag: req.tag } : {}),
+            },
+            { ...asUser(req.user), signal: abort.signal },
+          )) {
+            if (res.event?.event.case === "start") return { pid: res.event.event.value.pid };
+          }
+        } finally {
+          abort.abort();
+        }
+        throw new ConnectError("envd ended the stream before the process started", Code.Internal);
+      }),
+
+    listProcesses: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        const { processes } = await envd.process.list({});
+        return {
+          processes: processes.map((p) => ({
+            pid: p.pid,
+            tag: p.tag ?? "",
+            cmd: p.config?.cmd ?? "",
+            args: p.config?.args ?? [],
+            cwd: p.config?.cwd ?? "",
+          })),
+        };
+      }),
+
+    killProcess: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        const signal =
+          req.signal === "" || req.signal === "SIGKILL"
+            ? Signal.SIGKILL
+            : req.signal === "SIGTERM"
+              ? Signal.SIGTERM
+              : undefined;
+        if (signal === undefined) throw invalid('signal must be "SIGKILL" or "SIGTERM"');
+        await envd.process.sendSignal({
+          process: { selector: { case: "pid", value: requirePid(req.pid) } },
+          signal,
+        });
+        return {};
+      }),
+
+    async *connectProcess(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      try {
+        for await (const res of envd.process.connect({
+          process: { selector: { case: "pid", value: requirePid(req.pid) } },
+        })) {
+          m.touch(req.sandboxId);
+          const ev = res.event?.event;
+          if (ev?.case === "start")
+            yield { event: { case: "start", value: { pid: ev.value.pid } } };
+          else if (
+            ev?.case === "data" &&
+            (ev.value.output.case === "stdout" || ev.value.output.case === "stderr")
+          ) {
+            yield {
+              event: {
+                case: "data",
+                value: { output: { case: ev.value.output.case, value: ev.value.output.value } },
+              },
+            };
+          } else if (ev?.case === "end") {
+            yield {
+              event: {
+                case: "end",
+                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
+              },
+            };
+          }
+        }
+      } catch (err) {
+        throw toConnect(ConnectError.from(err));
+      }
+    },
+
+    sendProcessInput: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        const selector = { selector: { case: "pid" as const, value: requirePid(req.pid) } };
+        if (req.data.length > 0) {
+          await envd.process.sendInput({
+            process: selector,
+            input: {
+              input: req.pty
+                ? { case: "pty", value: req.data }
+                : { case: "stdin", value: req.data },
+            },
+          });
+        }
+        if (req.closeStdin) await envd.process.closeStdin({ process: selector });
+        return {};
+      }),
+
+    async *startPty(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      const cols = req.cols || 80;
+      const rows = req.rows || 24;
+      try {
+        for await (const res of envd.process.start(
+          {
+            process: {
+              cmd: req.cmd || "/bin/bash",
+              args: req.cmd ? req.args : ["-i", "-l"],
+              envs: { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...req.envs },
+              ...(req.cwd ? { cwd: req.cwd } : {}),
+            },
+            pty: { size: { cols, rows } },
+          },
+          asUser(req.user),
+        )) {
+          m.touch(req.sandboxId);
+          const ev = res.event?.event;
+          if (ev?.case === "start")
+            yield { event: { case: "start", value: { pid: ev.value.pid } } };
+          else if (ev?.case === "data" && ev.value.output.case === "pty")
+            yield { event: { case: "data", value: ev.value.output.value } };
+          else if (ev?.case === "end")
+            yield {
+              event: {
+                case: "end",
+                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
+              },
+            };
+        }
+      } catch (err) {
+        throw toConnect(ConnectError.from(err));
+      }
+    },
+
+    resizePty: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.cols || !req.rows) throw invalid("cols and rows are required");
+        await envd.process.update({
+          process: { selector: { case: "pid", value: requirePid(req.pid) } },
+          pty: { size: { cols: req.cols, rows: req.rows } },
+        });
+        return {};
+      }),
+
+    listDir: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.path) throw invalid("path is required");
+        const { entries } = await envd.filesystem.listDir({
+          path: req.path,
+          depth: req.depth || 1,
+        });
+        return { entries: entries.map((e) => fileEntry(e)).filter((e) => e !== undefined) };
+      }),
+
+    makeDir: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.path) throw invalid("path is required");
+        const { entry } = await envd.filesystem.makeDir({ path: req.path });
+        return { entry: fileEntry(entry) };
+      }),
+
+    removePath: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.path) throw invalid("path is required");
+        await envd.filesystem.remove({ path: req.path });
+        return {};
+      }),
+
+    movePath: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.source || !req.destination) throw invalid("source and destination are required");
+        const { entry } = await envd.filesystem.move({
+          source: req.source,
+          destination: req.destination,
+        });
+        return { entry: fileEntry(entry) };
+      }),
+  };
+}
