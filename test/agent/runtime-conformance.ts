@@ -266,6 +266,36 @@ export function runtimeConformance(o: ConformanceOptions): void {
       await c.destroySandbox({ sandboxId: id });
     });
 
+    it("proxies HTTP to a sandbox port and explains what it cannot reach", async () => {
+      const id = await create();
+      await agent.client.startProcess({
+        sandboxId: id,
+        cmd: "/usr/bin/python3",
+        args: ["-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", "/etc"],
+      });
+      let res: Response | undefined;
+      for (let i = 0; i < 100; i++) {
+        res = await fetch(`${agent.url}/proxy/${id}/8000/hostname`);
+        if (res.status === 200) break;
+        await sleep(200);
+      }
+      assert.equal(res?.status, 200);
+      assert.ok((await res?.text())?.trim().length, "served the guest's /etc/hostname");
+      const closed = await fetch(`${agent.url}/proxy/${id}/8001/`);
+      assert.equal(closed.status, 502);
+      assert.equal(
+        ((await closed.json()) as { message: string }).message,
+        "The sandbox is running but port is not open",
+      );
+      const unknown = await fetch(`${agent.url}/proxy/${"z".repeat(20)}/8000/`);
+      assert.equal(unknown.status, 502);
+      assert.equal(
+        ((await unknown.json()) as { message: string }).message,
+        "The sandbox was not found",
+      );
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
     it("pauses and resumes keeping a running process and a file", async () => {
       const id = await create();
       await exec(

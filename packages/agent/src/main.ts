@@ -1,10 +1,12 @@
 import { createServer } from "node:http";
+import type { Socket } from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { HostAgentService } from "@nestbox/proto/hostagent";
 import { type Logger, SandboxManager } from "./manager/manager.js";
 import { ensureHostFirewall } from "./network/host-firewall.js";
+import { createPortProxy } from "./port-proxy.js";
 import { createRuntime, defaultRuntimeKind } from "./runtime/factory.js";
 import type { RuntimeKind } from "./runtime/runtime.js";
 import { createHostAgentService } from "./service.js";
@@ -117,24 +119,28 @@ export async function main(argv: string[]): Promise<void> {
   });
   await manager.start();
 
-  const server = createServer(
-    { requestTimeout: 0 },
-    connectNodeAdapter({
-      routes: (router) => {
-        router.service(
-          HostAgentService,
-          createHostAgentService(manager, {
-            onTerminate: () => {
-              log.info("terminated by the control plane");
-              manager.stop();
-              server.close();
-              process.exit(0);
-            },
-          }),
-        );
-      },
-    }),
-  );
+  const proxy = createPortProxy(manager);
+  const rpc = connectNodeAdapter({
+    routes: (router) => {
+      router.service(
+        HostAgentService,
+        createHostAgentService(manager, {
+          onTerminate: () => {
+            log.info("terminated by the control plane");
+            manager.stop();
+            server.close();
+            process.exit(0);
+          },
+        }),
+      );
+    },
+  });
+  const server = createServer({ requestTimeout: 0 }, (req, res) => {
+    if (!proxy.handle(req, res)) rpc(req, res);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    if (!proxy.upgrade(req, socket as Socket, head)) socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(Number(m[2]), m[1], () => resolve());

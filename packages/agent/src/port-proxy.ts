@@ -1,0 +1,121 @@
+import { type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { connect } from "node:net";
+import { SANDBOX_ID_RE } from "./manager/ids.js";
+import type { SandboxManager } from "./manager/manager.js";
+import { slotAddresses } from "./network/netns.js";
+
+/** `/proxy/{sandboxId}/{port}/{rest}`: plain HTTP (and WebSocket upgrades) to a sandbox port. */
+const PROXY_PATH = /^\/proxy\/([a-z0-9]{20})\/(\d{1,5})(\/.*)?$/;
+
+interface Target {
+  host: string;
+  port: number;
+  path: string;
+  id: string;
+}
+
+function sendJson(res: ServerResponse, status: number, body: Record<string, unknown>): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** Resolves a proxy URL to a running sandbox's address, or explains (as E2B's proxy does) why not. */
+function resolve(
+  m: SandboxManager,
+  url: string,
+): Target | { status: number; body: Record<string, unknown> } | undefined {
+  const u = new URL(url, "http://agent");
+  const match = PROXY_PATH.exec(u.pathname);
+  if (!match?.[1] || !match[2]) return undefined;
+  const id = match[1];
+  const port = Number(match[2]);
+  if (!SANDBOX_ID_RE.test(id) || port < 1 || port > 65535) {
+    return { status: 400, body: { code: 400, message: "invalid sandbox id or port" } };
+  }
+  const rec = m.list().find((r) => r.id === id);
+  if (!rec || rec.status !== "running") {
+    return {
+      status: 502,
+      body: { code: 502, message: "The sandbox was not found", sandboxId: id },
+    };
+  }
+  m.touch(id);
+  return {
+    host: slotAddresses(rec.network.slot).sandbox,
+    port,
+    path: `${match[3] ?? "/"}${u.search}`,
+    id,
+  };
+}
+
+export function createPortProxy(m: SandboxManager) {
+  return {
+    /** Handles the request if it is a proxy request; returns false otherwise. */
+    handle(req: IncomingMessage, res: ServerResponse): boolean {
+      const t = resolve(m, req.url ?? "/");
+      if (t === undefined) return false;
+      if ("status" in t) {
+        sendJson(res, t.status, t.body);
+        return true;
+      }
+      const upstream = request(
+        {
+          host: t.host,
+          port: t.port,
+          path: t.path,
+          method: req.method,
+          headers: { ...req.headers, host: `${t.host}:${t.port}` },
+        },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
+      upstream.on("error", () => {
+        if (res.headersSent) res.destroy();
+        else
+          sendJson(res, 502, {
+            code: 502,
+            message: "The sandbox is running but port is not open",
+            sandboxId: t.id,
+            port: t.port,
+          });
+      });
+      req.pipe(upstream);
+      return true;
+    },
+
+    /** WebSocket and other upgrades: a raw TCP splice after replaying the request head. */
+    upgrade(req: IncomingMessage, socket: Socket, head: Buffer): boolean {
+      const t = resolve(m, req.url ?? "/");
+      if (t === undefined) return false;
+      if ("status" in t) {
+        socket.end(
+          `HTTP/1.1 ${t.status} Bad Gateway\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify(t.body)}`,
+        );
+        return true;
+      }
+      const up = connect(t.port, t.host, () => {
+        const lines = [`${req.method} ${t.path} HTTP/1.1`];
+        for (let i = 0; i < req.rawHeaders.length; i += 2) {
+          const k = req.rawHeaders[i] ?? "";
+          lines.push(
+            `${k}: ${k.toLowerCase() === "host" ? `${t.host}:${t.port}` : (req.rawHeaders[i + 1] ?? "")}`,
+          );
+        }
+        up.write(`${lines.join("\r\n")}\r\n\r\n`);
+        if (head.length) up.write(head);
+        up.pipe(socket);
+        socket.pipe(up);
+      });
+      up.on("error", () => socket.destroy());
+      socket.on("error", () => up.destroy());
+      return true;
+    },
+  };
+}
