@@ -1,7 +1,8 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type EntryInfo, FileType } from "@nestbox/proto/filesystem";
-import type { HostAgentService } from "@nestbox/proto/hostagent";
-import { Signal } from "@nestbox/proto/process";
+import type { ExecStreamResponseSchema, HostAgentService } from "@nestbox/proto/hostagent";
+import { type ProcessEvent, Signal } from "@nestbox/proto/process";
 import { asUser } from "./envd/client.js";
 import { invalid, toConnect } from "./manager/errors.js";
 import type { SandboxManager } from "./manager/manager.js";
@@ -31,6 +32,41 @@ function fileEntry(e: EntryInfo | undefined) {
     owner: e.owner,
     modifiedAtUnix: e.modifiedTime?.seconds ?? 0n,
   };
+}
+
+type ProcessStream = AsyncIterable<{ event?: ProcessEvent }>;
+
+/**
+ * envd's process events as the agent's ExecStream events (pipes only: start, stdout/stderr,
+ * end), counting each as sandbox activity; errors leave as Connect codes.
+ */
+export async function* execEvents(
+  events: ProcessStream,
+  touch: () => void,
+): AsyncGenerator<MessageInitShape<typeof ExecStreamResponseSchema>> {
+  try {
+    for await (const res of events) {
+      touch();
+      const ev = res.event?.event;
+      if (ev?.case === "start") yield { event: { case: "start", value: { pid: ev.value.pid } } };
+      else if (
+        ev?.case === "data" &&
+        (ev.value.output.case === "stdout" || ev.value.output.case === "stderr")
+      ) {
+        const output = { case: ev.value.output.case, value: ev.value.output.value };
+        yield { event: { case: "data", value: { output } } };
+      } else if (ev?.case === "end") {
+        yield {
+          event: {
+            case: "end",
+            value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
+          },
+        };
+      }
+    }
+  } catch (err) {
+    throw toConnect(ConnectError.from(err));
+  }
 }
 
 /** Background processes, terminals and filesystem operations, passed through to envd. */
@@ -120,36 +156,10 @@ export function processAndFileRpcs(
 
     async *connectProcess(req) {
       const envd = m.envd(requireId(req.sandboxId));
-      try {
-        for await (const res of envd.process.connect({
-          process: { selector: { case: "pid", value: requirePid(req.pid) } },
-        })) {
-          m.touch(req.sandboxId);
-          const ev = res.event?.event;
-          if (ev?.case === "start")
-            yield { event: { case: "start", value: { pid: ev.value.pid } } };
-          else if (
-            ev?.case === "data" &&
-            (ev.value.output.case === "stdout" || ev.value.output.case === "stderr")
-          ) {
-            yield {
-              event: {
-                case: "data",
-                value: { output: { case: ev.value.output.case, value: ev.value.output.value } },
-              },
-            };
-          } else if (ev?.case === "end") {
-            yield {
-              event: {
-                case: "end",
-                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
-              },
-            };
-          }
-        }
-      } catch (err) {
-        throw toConnect(ConnectError.from(err));
-      }
+      const events = envd.process.connect({
+        process: { selector: { case: "pid", value: requirePid(req.pid) } },
+      });
+      yield* execEvents(events, () => m.touch(req.sandboxId));
     },
 
     sendProcessInput: (req) =>

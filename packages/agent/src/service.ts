@@ -7,7 +7,7 @@ import type { SandboxManager } from "./manager/manager.js";
 import { isMetricRange, type MetricPoint } from "./manager/metrics.js";
 import type { SandboxRecord } from "./manager/store.js";
 import { slotAddresses } from "./network/netns.js";
-import { processAndFileRpcs } from "./service-processes.js";
+import { execEvents, processAndFileRpcs } from "./service-processes.js";
 
 /** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
 export const GUEST_ENVD_VERSION = "0.6.4";
@@ -145,37 +145,11 @@ export function createHostAgentService(
       const envd = m.envd(requireId(req.sandboxId));
       if (!req.cmd) throw invalid("cmd is required");
       const timeoutMs = (req.timeoutSec > 0 ? req.timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
-      try {
-        for await (const res of envd.process.start(
-          { process: { cmd: req.cmd, args: req.args }, stdin: false },
-          { timeoutMs },
-        )) {
-          m.touch(req.sandboxId);
-          const ev = res.event?.event;
-          if (ev?.case === "start")
-            yield { event: { case: "start", value: { pid: ev.value.pid } } };
-          else if (
-            ev?.case === "data" &&
-            (ev.value.output.case === "stdout" || ev.value.output.case === "stderr")
-          ) {
-            yield {
-              event: {
-                case: "data",
-                value: { output: { case: ev.value.output.case, value: ev.value.output.value } },
-              },
-            };
-          } else if (ev?.case === "end") {
-            yield {
-              event: {
-                case: "end",
-                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
-              },
-            };
-          }
-        }
-      } catch (err) {
-        throw toConnect(ConnectError.from(err));
-      }
+      const events = envd.process.start(
+        { process: { cmd: req.cmd, args: req.args }, stdin: false },
+        { timeoutMs },
+      );
+      yield* execEvents(events, () => m.touch(req.sandboxId));
     },
 
     listSandboxes: async () => ({
