@@ -2,6 +2,7 @@
 // memory snapshot (RAM file mapped copy-on-write + a few KiB of device state, see
 // template-snapshot.ts) with a qcow2 overlay of the template's disk; a cold boot only when the
 // template has no snapshot or the sandbox asks for a different machine size.
+
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type AccelMode, resolveAccel } from "../../qemu/accel.js";
@@ -33,6 +34,7 @@ import {
   readStatFields,
   runCommand,
 } from "./process.js";
+import { pruneTemplateVersions } from "./template-prune.js";
 import { bootAndSnapshot, type SnapshotContext, templatize } from "./template-snapshot.js";
 import {
   checkTemplateName,
@@ -217,6 +219,9 @@ export class QemuRuntime implements Runtime {
       };
       await commitVersion(paths, meta);
       this.log.info("template ready", { template, version: paths.version, ...timing });
+      await pruneTemplateVersions(this.nestboxDir, template, this.log).catch((err: unknown) =>
+        this.log.warn("pruning old template versions failed", { template, err: String(err) }),
+      );
       return meta;
     } catch (error) {
       await rm(paths.buildDir, { recursive: true, force: true });
