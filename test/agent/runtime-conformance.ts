@@ -70,6 +70,13 @@ export function runtimeConformance(o: ConformanceOptions): void {
         code: r.exitCode,
       };
     };
+    const logsAbout = (id: string) =>
+      agent
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes(id) || l.includes('"warn"') || l.includes('"error"'))
+        .slice(-15)
+        .join("\n");
     const create = async (extra: Record<string, unknown> = {}) =>
       (await agent.client.createSandbox({ template: "base", memoryMb: 512, vcpus: 1, ...extra }))
         .sandboxId;
@@ -318,9 +325,10 @@ export function runtimeConformance(o: ConformanceOptions): void {
       await sleep(1000);
       const r = await exec(id, "cat /tmp/counter; cat /tmp/kept.txt; date +%s");
       const [after, kept, guestTime] = r.out.trim().split("\n");
+      const skew = Number(guestTime) - Date.now() / 1000;
       assert.ok(
-        Math.abs(Number(guestTime) - Date.now() / 1000) < 3,
-        `guest clock ${guestTime} is current after resume`,
+        Math.abs(skew) < 3,
+        `guest clock off by ${skew.toFixed(1)} s after resume; agent said:\n${logsAbout(id)}`,
       );
       assert.ok(Number(after) > before, `counter advanced after resume (${before} → ${after})`);
       assert.equal(kept, "kept");

@@ -103,7 +103,7 @@ export class EnvdClient {
       method: "POST",
       headers: this.headers({ "content-type": "application/json" }),
       body: JSON.stringify({ ...body, timestamp: new Date().toISOString() }),
-      timeoutMs: 10_000,
+      timeoutMs: 20_000,
     }).catch((err: unknown) => {
       throw new ConnectError(`envd /init unreachable: ${String(err)}`, Code.Unavailable);
     });

@@ -230,7 +230,23 @@ export class SandboxManager {
     });
   }
 
-  private async initEnvd(rec: SandboxRecord): Promise<void> {
+  private async initEnvd(rec: SandboxRecord, attempts = 1): Promise<void> {
+    for (let i = 1; ; i++) {
+      try {
+        await this.initEnvdOnce(rec);
+        return;
+      } catch (err) {
+        if (i >= attempts) throw err;
+        this.opts.log.warn("envd /init failed, retrying", {
+          sandboxId: rec.id,
+          attempt: i,
+          err: String(err),
+        });
+      }
+    }
+  }
+
+  private async initEnvdOnce(rec: SandboxRecord): Promise<void> {
     // A clone's envd carries the template's state: install this sandbox's token and defaults.
     // The first /init of a clone installs the token; later ones (after resume) must present it.
     const installed = rec.status !== "starting" ? rec.envdAccessToken || undefined : undefined;
@@ -379,7 +395,17 @@ export class SandboxManager {
         throw toConnect(e);
       });
       // The restored guest's clock stopped at the pause: /init carries the time (and is idempotent).
-      await this.initEnvd(rec).catch((e: unknown) => this.warn(rec.id, "re-init after resume", e));
+      // A resumed guest re-translates envd's code under TCG, so a busy host can make the first
+      // request slow: retry before giving up, and fail the resume rather than leave a stale clock.
+      await this.initEnvd(rec, 3).catch(async (e: unknown) => {
+        await this.runtime.pause(this.spec(rec), rec.runtime as RuntimeState).then(
+          (st) => {
+            rec.runtime = st;
+          },
+          (pe: unknown) => this.warn(rec.id, "re-pause after failed resume", pe),
+        );
+        throw toConnect(e);
+      });
       rec.status = "running";
       if (timeoutSec !== undefined && timeoutSec >= 0) rec.timeoutSec = timeoutSec;
       rec.lastActiveAtMs = Date.now();
