@@ -1,0 +1,23 @@
+import { randomBytes } from "node:crypto";
+
+const ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+/** Random lowercase base-36 string; rejection sampling keeps every character uniform. */
+export function randomBase36(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      if (byte < 252 && out.length < length) out += ALPHABET[byte % 36];
+    }
+  }
+  return out;
+}
+
+export type IdPrefix = "usr" | "team" | "key" | "host" | "htok" | "tpl" | "evt";
+
+/** Readable prefixed ids, e.g. `team_k3j…` (design.md: "Other ids carry a readable prefix"). */
+export const newId = (prefix: IdPrefix): string => `${prefix}_${randomBase36(20)}`;
+
+/** Sandbox ids are DNS labels in `{port}-{id}.{domain}`: 20 characters of [a-z0-9]. */
+export const newSandboxId = (): string => randomBase36(20);
+export const SANDBOX_ID_RE = /^[a-z0-9]{20}$/;
