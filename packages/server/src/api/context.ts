@@ -1,5 +1,6 @@
 import type { Db } from "../db/db.js";
 import type { ServerConfig } from "../config.js";
+import type { SandboxAccess } from "../services/sandbox-access.js";
 
 export type Role = "owner" | "admin" | "member";
 
@@ -23,6 +24,7 @@ export type Caller =
 export interface AppDeps {
   db: Db;
   config: ServerConfig;
+  sandboxes: SandboxAccess;
 }
 
 export interface AppEnv {
