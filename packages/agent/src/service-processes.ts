@@ -1,7 +1,11 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type EntryInfo, FileType } from "@nestbox/proto/filesystem";
-import type { ExecStreamResponseSchema, HostAgentService } from "@nestbox/proto/hostagent";
+import type {
+  ExecStreamResponseSchema,
+  HostAgentService,
+  PtyEventSchema,
+} from "@nestbox/proto/hostagent";
 import { type ProcessEvent, Signal } from "@nestbox/proto/process";
 import { asUser } from "./envd/client.js";
 import { invalid, toConnect } from "./manager/errors.js";
@@ -31,7 +35,41 @@ function fileEntry(e: EntryInfo | undefined) {
     mode: e.mode,
     owner: e.owner,
     modifiedAtUnix: e.modifiedTime?.seconds ?? 0n,
+    group: e.group,
+    permissions: e.permissions,
+    symlinkTarget: e.symlinkTarget ?? "",
   };
+}
+
+const DEFAULT_EXEC_TIMEOUT_SEC = 30;
+
+function execTimeoutMs(timeoutSec: number): number {
+  return (timeoutSec > 0 ? timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
+}
+
+/** envd's PTY events as the agent's PtyEvents, counting each as sandbox activity. */
+async function* ptyEvents(
+  events: ProcessStream,
+  touch: () => void,
+): AsyncGenerator<MessageInitShape<typeof PtyEventSchema>> {
+  try {
+    for await (const res of events) {
+      touch();
+      const ev = res.event?.event;
+      if (ev?.case === "start") yield { event: { case: "start", value: { pid: ev.value.pid } } };
+      else if (ev?.case === "data" && ev.value.output.case === "pty")
+        yield { event: { case: "data", value: ev.value.output.value } };
+      else if (ev?.case === "end")
+        yield {
+          event: {
+            case: "end",
+            value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
+          },
+        };
+    }
+  } catch (err) {
+    throw toConnect(ConnectError.from(err));
+  }
 }
 
 type ProcessStream = AsyncIterable<{ event?: ProcessEvent }>;
@@ -69,11 +107,15 @@ export async function* execEvents(
   }
 }
 
-/** Background processes, terminals and filesystem operations, passed through to envd. */
+/**
+ * Commands, background processes, terminals and filesystem operations, passed through to envd.
+ */
 export function processAndFileRpcs(
   m: SandboxManager,
 ): Pick<
   Impl,
+  | "exec"
+  | "execStream"
   | "startProcess"
   | "listProcesses"
   | "killProcess"
@@ -85,6 +127,8 @@ export function processAndFileRpcs(
   | "makeDir"
   | "removePath"
   | "movePath"
+  | "statPath"
+  | "connectPty"
 > {
   const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
@@ -94,6 +138,71 @@ export function processAndFileRpcs(
     }
   };
   return {
+    exec: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.cmd) throw invalid("cmd is required");
+        const timeoutMs = execTimeoutMs(req.timeoutSec);
+        const stdout: Buffer[] = [];
+        const stderr: Buffer[] = [];
+        let exitCode = -1;
+        try {
+          for await (const res of envd.process.start(
+            {
+              process: {
+                cmd: req.cmd,
+                args: req.args,
+                envs: req.envs,
+                ...(req.cwd ? { cwd: req.cwd } : {}),
+              },
+              stdin: false,
+            },
+            { ...asUser(req.user), timeoutMs },
+          )) {
+            const ev = res.event?.event;
+            if (ev?.case === "data") {
+              if (ev.value.output.case === "stdout")
+                stdout.push(Buffer.from(ev.value.output.value));
+              if (ev.value.output.case === "stderr")
+                stderr.push(Buffer.from(ev.value.output.value));
+            } else if (ev?.case === "end") exitCode = ev.value.exitCode;
+          }
+        } catch (err) {
+          const ce = ConnectError.from(err);
+          if (ce.code === Code.DeadlineExceeded) {
+            throw new ConnectError(
+              `command timed out after ${timeoutMs / 1000} s and was killed`,
+              Code.DeadlineExceeded,
+            );
+          }
+          throw ce;
+        } finally {
+          m.touch(req.sandboxId);
+        }
+        return { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr), exitCode };
+      }),
+
+    async *execStream(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      if (!req.cmd) throw invalid("cmd is required");
+      const events = envd.process.start(
+        {
+          process: {
+            cmd: req.cmd,
+            args: req.args,
+            envs: req.envs,
+            ...(req.cwd ? { cwd: req.cwd } : {}),
+          },
+          stdin: req.stdin,
+        },
+        {
+          ...asUser(req.user),
+          ...(req.noTimeout ? {} : { timeoutMs: execTimeoutMs(req.timeoutSec) }),
+        },
+      );
+      yield* execEvents(events, () => m.touch(req.sandboxId));
+    },
+
     startProcess: (req) =>
       guard(async () => {
         const envd = m.envd(requireId(req.sandboxId));
@@ -182,38 +291,28 @@ export function processAndFileRpcs(
 
     async *startPty(req) {
       const envd = m.envd(requireId(req.sandboxId));
-      const cols = req.cols || 80;
-      const rows = req.rows || 24;
-      try {
-        for await (const res of envd.process.start(
-          {
-            process: {
-              cmd: req.cmd || "/bin/bash",
-              args: req.cmd ? req.args : ["-i", "-l"],
-              envs: { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...req.envs },
-              ...(req.cwd ? { cwd: req.cwd } : {}),
-            },
-            pty: { size: { cols, rows } },
+      const events = envd.process.start(
+        {
+          process: {
+            cmd: req.cmd || "/bin/bash",
+            args: req.cmd ? req.args : ["-i", "-l"],
+            envs: { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...req.envs },
+            ...(req.cwd ? { cwd: req.cwd } : {}),
           },
-          asUser(req.user),
-        )) {
-          m.touch(req.sandboxId);
-          const ev = res.event?.event;
-          if (ev?.case === "start")
-            yield { event: { case: "start", value: { pid: ev.value.pid } } };
-          else if (ev?.case === "data" && ev.value.output.case === "pty")
-            yield { event: { case: "data", value: ev.value.output.value } };
-          else if (ev?.case === "end")
-            yield {
-              event: {
-                case: "end",
-                value: { exitCode: ev.value.exitCode, error: ev.value.error ?? "" },
-              },
-            };
-        }
-      } catch (err) {
-        throw toConnect(ConnectError.from(err));
-      }
+          pty: { size: { cols: req.cols || 80, rows: req.rows || 24 } },
+          ...(req.tag ? { tag: req.tag } : {}),
+        },
+        asUser(req.user),
+      );
+      yield* ptyEvents(events, () => m.touch(req.sandboxId));
+    },
+
+    async *connectPty(req) {
+      const envd = m.envd(requireId(req.sandboxId));
+      const events = envd.process.connect({
+        process: { selector: { case: "pid", value: requirePid(req.pid) } },
+      });
+      yield* ptyEvents(events, () => m.touch(req.sandboxId));
     },
 
     resizePty: (req) =>
@@ -252,6 +351,14 @@ export function processAndFileRpcs(
         if (!req.path) throw invalid("path is required");
         await envd.filesystem.remove({ path: req.path });
         return {};
+      }),
+
+    statPath: (req) =>
+      guard(async () => {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.path) throw invalid("path is required");
+        const { entry } = await envd.filesystem.stat({ path: req.path });
+        return { entry: fileEntry(entry) };
       }),
 
     movePath: (req) =>

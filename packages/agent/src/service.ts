@@ -7,11 +7,10 @@ import type { SandboxManager } from "./manager/manager.js";
 import { isMetricRange, type MetricPoint } from "./manager/metrics.js";
 import type { SandboxRecord } from "./manager/store.js";
 import { slotAddresses } from "./network/netns.js";
-import { execEvents, processAndFileRpcs } from "./service-processes.js";
+import { processAndFileRpcs } from "./service-processes.js";
 
 /** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
 export const GUEST_ENVD_VERSION = "0.6.4";
-const DEFAULT_EXEC_TIMEOUT_SEC = 30;
 const FILE_CHUNK = 64 * 1024;
 
 function toPoint(p: MetricPoint): MessageInitShape<typeof MetricPointSchema> {
@@ -104,53 +103,6 @@ export function createHostAgentService(
           hostIp: slotAddresses(rec.network.slot).sandbox,
         };
       }),
-
-    exec: (req) =>
-      guard(async () => {
-        const envd = m.envd(requireId(req.sandboxId));
-        if (!req.cmd) throw invalid("cmd is required");
-        const timeoutMs = (req.timeoutSec > 0 ? req.timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
-        const stdout: Buffer[] = [];
-        const stderr: Buffer[] = [];
-        let exitCode = -1;
-        try {
-          for await (const res of envd.process.start(
-            { process: { cmd: req.cmd, args: req.args }, stdin: false },
-            { timeoutMs },
-          )) {
-            const ev = res.event?.event;
-            if (ev?.case === "data") {
-              if (ev.value.output.case === "stdout")
-                stdout.push(Buffer.from(ev.value.output.value));
-              if (ev.value.output.case === "stderr")
-                stderr.push(Buffer.from(ev.value.output.value));
-            } else if (ev?.case === "end") exitCode = ev.value.exitCode;
-          }
-        } catch (err) {
-          const ce = ConnectError.from(err);
-          if (ce.code === Code.DeadlineExceeded) {
-            throw new ConnectError(
-              `command timed out after ${timeoutMs / 1000} s and was killed`,
-              Code.DeadlineExceeded,
-            );
-          }
-          throw ce;
-        } finally {
-          m.touch(req.sandboxId);
-        }
-        return { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr), exitCode };
-      }),
-
-    async *execStream(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      if (!req.cmd) throw invalid("cmd is required");
-      const timeoutMs = (req.timeoutSec > 0 ? req.timeoutSec : DEFAULT_EXEC_TIMEOUT_SEC) * 1000;
-      const events = envd.process.start(
-        { process: { cmd: req.cmd, args: req.args }, stdin: false },
-        { timeoutMs },
-      );
-      yield* execEvents(events, () => m.touch(req.sandboxId));
-    },
 
     listSandboxes: async () => ({
       sandboxes: m.list().map(info),
