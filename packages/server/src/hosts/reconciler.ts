@@ -1,0 +1,138 @@
+import type { Db } from "../db/db.js";
+import { liveSandboxesOnHost, transitionSandbox } from "../db/queries/sandboxes.js";
+import type { AgentClients } from "./agent-clients.js";
+import { markStaleHostsUnreachable } from "./registration.js";
+
+/** Any number shared by all control planes: only the holder of this advisory lock reconciles. */
+const RECONCILE_LOCK = 0x6e62_0001;
+/** A host that has not sent a heartbeat for this long is unreachable. */
+export const HEARTBEAT_STALE_SEC = 45;
+/** A create that has been pending this long without the agent knowing it has failed. */
+const PENDING_GRACE_MS = 5 * 60_000;
+
+export interface ReconcileReport {
+  hostsChecked: number;
+  changes: { sandboxId: string; from: string; to: string }[];
+  destroyedOnHost: string[];
+}
+
+/**
+ * Compares what each host agent really runs with the database and fixes the database (the agent
+ * is the source of truth for its host), and destroys sandboxes a host runs that the database
+ * does not know (e.g. a create whose control plane died before it wrote the row... which cannot
+ * happen as rows are written first, or a row already stopped by a user).
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly agents: AgentClients,
+    private readonly log: (line: string) => void = (l) => console.log(l),
+  ) {}
+
+  start(intervalMs = 15_000): void {
+    const tick = () => {
+      this.running = this.runOnce()
+        .catch((err: unknown) => this.log(`[reconciler] pass failed: ${String(err)}`))
+        .finally(() => {
+          this.running = undefined;
+        });
+    };
+    tick();
+    this.timer = setInterval(tick, intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  async runOnce(): Promise<ReconcileReport | undefined> {
+    const r = await this.db.tryWithAdvisoryLock(RECONCILE_LOCK, () => this.pass());
+    return r.ran ? r.value : undefined;
+  }
+
+  private async pass(): Promise<ReconcileReport> {
+    const report: ReconcileReport = { hostsChecked: 0, changes: [], destroyedOnHost: [] };
+    const change = async (
+      id: string,
+      from: string[],
+      to: "running" | "paused" | "stopped" | "missing" | "error",
+      extra = {},
+    ) => {
+      const row = await transitionSandbox(this.db, id, from as never, to, extra);
+      if (row) {
+        report.changes.push({ sandboxId: id, from: from.join("|"), to });
+        this.log(`[sandbox ${id}] reconciled: ${from.join("|")} → ${to}`);
+      }
+    };
+
+    for (const hostId of await markStaleHostsUnreachable(this.db, HEARTBEAT_STALE_SEC)) {
+      this.log(`[reconciler] host ${hostId} missed its heartbeats: unreachable`);
+      for (const s of await liveSandboxesOnHost(this.db, hostId))
+        if (s.status === "running" || s.status === "pending")
+          await change(s.id, [s.status], "missing");
+    }
+
+    const hosts = await this.db.query<{ id: string; address: string }>(
+      "SELECT id, address FROM hosts WHERE status = 'online' AND address IS NOT NULL",
+    );
+    for (const host of hosts) {
+      let live;
+      try {
+        live = await this.agents.get(host.id, host.address).listSandboxes({});
+      } catch (err) {
+        // One failed call is not a lost host: heartbeats decide that.
+        this.log(`[reconciler] host ${host.id}: ListSandboxes failed: ${String(err)}`);
+        continue;
+      }
+      report.hostsChecked++;
+      const onHost = new Map(live.sandboxes.map((s) => [s.sandboxId, s.status]));
+      const autoPaused = new Set(live.autoPausedSandboxIds);
+      const rows = await liveSandboxesOnHost(this.db, host.id);
+      const known = new Set(rows.map((r) => r.id));
+      for (const row of rows) {
+        const actual = onHost.get(row.id);
+        if (actual === "paused" && (row.status === "running" || row.status === "missing")) {
+          await change(row.id, [row.status], "paused");
+        } else if (actual === "running" && row.status === "missing") {
+          await change(row.id, ["missing"], "running");
+        } else if (actual === undefined) {
+          if (row.status === "pending") {
+            if (Date.now() - row.created_at.getTime() > PENDING_GRACE_MS)
+              await change(row.id, ["pending"], "error", {
+                error: "the host never reported this sandbox",
+                ended: true,
+              });
+          } else if (autoPaused.has(row.id)) {
+            await change(row.id, [row.status], "paused");
+          } else {
+            await change(row.id, [row.status], "stopped", { ended: true });
+          }
+        }
+      }
+      for (const [id, status] of onHost) {
+        if (known.has(id) || status === "starting") continue;
+        // Not live in the database (unknown, stopped or failed): nobody can reach it any more.
+        const stillUnknown = await this.db.query<{ status: string }>(
+          "SELECT status FROM sandboxes WHERE id = $1 AND status = ANY($2::text[])",
+          [id, ["pending", "running", "paused", "missing"]],
+        );
+        if (stillUnknown.length) continue;
+        try {
+          await this.agents.get(host.id, host.address).destroySandbox({ sandboxId: id });
+          report.destroyedOnHost.push(id);
+          this.log(`[sandbox ${id}] destroyed on host ${host.id}: the database does not know it`);
+        } catch (err) {
+          this.log(
+            `[sandbox ${id}] destroying an unknown sandbox on ${host.id} failed: ${String(err)}`,
+          );
+        }
+      }
+    }
+    return report;
+  }
+}

@@ -1,0 +1,346 @@
+import { randomBytes } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Db } from "../db/db.js";
+import { first } from "../db/db.js";
+import {
+  getSandbox,
+  insertMetricPoints,
+  insertPendingSandbox,
+  listSandboxes,
+  type SandboxListFilter,
+  setSandboxTimeout,
+  storedMetricPoints,
+  touchSandbox,
+  transitionSandbox,
+} from "../db/queries/sandboxes.js";
+import { agentTemplateName, resolveTemplate } from "../db/queries/templates.js";
+import { ApiError, badRequest, invalidState, notFound } from "../errors.js";
+import type { AgentClients } from "../hosts/agent-clients.js";
+import { rankHosts } from "../hosts/scheduler.js";
+import { newSandboxId } from "../ids.js";
+import type { AgentClient, SandboxAccess, SandboxRow } from "./sandbox-access.js";
+
+export interface CreateSandboxInput {
+  template: string;
+  vcpus?: number;
+  memoryMb?: number;
+  diskSizeMb?: number;
+  timeoutSec?: number;
+  envVars?: Record<string, string>;
+  metadata?: Record<string, string>;
+  allowInternetAccess?: boolean;
+  /** Set by the E2B face (its SDKs send X-Access-Token to envd); /v1 sandboxes leave it empty. */
+  envdAccessToken?: string;
+}
+
+export const SANDBOX_DEFAULTS = { vcpus: 2, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 };
+
+export interface MetricPointOut {
+  timestamp: Date;
+  cpu_pct: number;
+  mem_bytes: number;
+  disk_bytes: number;
+}
+
+const TIER_FOR_RANGE = { "10m": "10m", "2h": "2h", "24h": "24h" } as const;
+export type MetricRange = keyof typeof TIER_FOR_RANGE;
+
+/** Turns an agent failure into the API error a client should see. */
+export function agentFailure(sandboxId: string, action: string, err: unknown): ApiError {
+  if (err instanceof ConnectError) {
+    switch (err.code) {
+      case Code.NotFound:
+        return new ApiError(404, "not_found", `sandbox ${sandboxId}: ${err.rawMessage}`);
+      case Code.FailedPrecondition:
+        return new ApiError(409, "invalid_state", `sandbox ${sandboxId}: ${err.rawMessage}`);
+      case Code.InvalidArgument:
+        return new ApiError(400, "invalid_request", err.rawMessage);
+      case Code.ResourceExhausted:
+        return new ApiError(503, "no_hosts_available", err.rawMessage);
+      case Code.Unavailable:
+        return new ApiError(503, "host_unavailable", `host of sandbox ${sandboxId} is unreachable`);
+      default:
+        return new ApiError(502, "agent_error", `${action} failed: ${err.rawMessage}`);
+    }
+  }
+  return new ApiError(502, "agent_error", `${action} failed: ${String(err)}`);
+}
+
+const isConnect = (err: unknown, code: Code) => err instanceof ConnectError && err.code === code;
+
+/**
+ * The sandbox lifecycle as the control plane sees it. The database is written before an agent
+ * call that changes state (so a reconciler pass in between sees the intended state) and put
+ * back when the call fails; the host agent stays the source of truth for what really runs.
+ */
+export class SandboxService implements SandboxAccess {
+  constructor(
+    private readonly db: Db,
+    readonly agentClients: AgentClients,
+    private readonly platformTeamId: string,
+    private readonly log: (line: string) => void = (l) => console.log(l),
+  ) {}
+
+  async get(teamId: string, sandboxId: string): Promise<SandboxRow> {
+    const row = await getSandbox(this.db, teamId, sandboxId);
+    if (!row) throw notFound(`sandbox ${sandboxId}`);
+    return row;
+  }
+
+  /** The agent client for a sandbox's host, or 503 when the host is not usable. */
+  async agentFor(row: SandboxRow): Promise<AgentClient> {
+    if (!row.host_id) throw new ApiError(503, "host_unavailable", `sandbox ${row.id} has no host`);
+    const host = await first<{ id: string; address: string | null; status: string }>(
+      this.db,
+      "SELECT id, address, status FROM hosts WHERE id = $1",
+      [row.host_id],
+    );
+    if (!host?.address || host.status !== "online")
+      throw new ApiError(503, "host_unavailable", `host of sandbox ${row.id} is not online`);
+    return this.agentClients.get(host.id, host.address);
+  }
+
+  async running(teamId: string, sandboxId: string) {
+    const sandbox = await this.get(teamId, sandboxId);
+    if (sandbox.status !== "running")
+      throw invalidState(`sandbox ${sandboxId} is ${sandbox.status}, not running`);
+    return { sandbox, agent: await this.agentFor(sandbox) };
+  }
+
+  async touch(sandboxId: string): Promise<void> {
+    await touchSandbox(this.db, sandboxId);
+  }
+
+  list(filter: SandboxListFilter): Promise<SandboxRow[]> {
+    return listSandboxes(this.db, filter);
+  }
+
+  async create(teamId: string, input: CreateSandboxInput): Promise<SandboxRow> {
+    const template = await resolveTemplate(this.db, teamId, this.platformTeamId, input.template);
+    if (!template) throw new ApiError(404, "not_found", `template ${input.template} not found`);
+    // A snapshot carries its memory image: its size is fixed, and only its host has the files.
+    const vcpus =
+      template.kind === "snapshot" && template.vcpus
+        ? template.vcpus
+        : (input.vcpus ?? SANDBOX_DEFAULTS.vcpus);
+    const memoryMb =
+      template.kind === "snapshot" && template.memory_mb
+        ? template.memory_mb
+        : (input.memoryMb ?? SANDBOX_DEFAULTS.memoryMb);
+    const diskSizeMb = input.diskSizeMb ?? SANDBOX_DEFAULTS.diskSizeMb;
+    let hosts = await rankHosts(this.db, { memoryMb, diskMb: diskSizeMb });
+    if (template.kind === "snapshot") hosts = hosts.filter((h) => h.id === template.host_id);
+    if (hosts.length === 0)
+      throw new ApiError(503, "no_hosts_available", "no online host has room for this sandbox");
+
+    const id = newSandboxId();
+    let row = await insertPendingSandbox(this.db, {
+      id,
+      teamId,
+      hostId: hosts[0]?.id ?? "",
+      templateId: template.id,
+      template: template.name,
+      vcpus,
+      memoryMb,
+      diskSizeMb,
+      timeoutSec: input.timeoutSec ?? SANDBOX_DEFAULTS.timeoutSec,
+      allowInternetAccess: input.allowInternetAccess ?? true,
+      envVars: { ...template.default_env, ...input.envVars },
+      metadata: input.metadata ?? {},
+      envdAccessToken: input.envdAccessToken ?? null,
+    });
+    let lastError: unknown;
+    for (const host of hosts) {
+      if (host.id !== row.host_id) {
+        await this.db.query("UPDATE sandboxes SET host_id = $2 WHERE id = $1", [id, host.id]);
+        row = { ...row, host_id: host.id };
+      }
+      const agent = this.agentClients.get(host.id, host.address);
+      try {
+        const res = await agent.createSandbox({
+          sandboxId: id,
+          template: agentTemplateName(template, this.platformTeamId),
+          vcpus,
+          memoryMb,
+          diskSizeMb,
+          timeoutSec: row.timeout_sec,
+          envVars: row.env_vars,
+          metadata: row.metadata,
+          defaultUser: template.default_user ?? "",
+          allowInternetAccess: row.allow_internet_access,
+          envdAccessToken: row.envd_access_token ?? "",
+        });
+        const done = await transitionSandbox(this.db, id, ["pending"], "running", {
+          started: true,
+          envdVersion: res.envdVersion,
+        });
+        this.log(
+          `[sandbox ${id}] created on host ${host.id} (team ${teamId}, template ${template.name})`,
+        );
+        if (!done) {
+          // Destroyed (or reconciled away) while it was being created: honour that.
+          await agent.destroySandbox({ sandboxId: id }).catch((err: unknown) => {
+            this.log(`[sandbox ${id}] cleanup after a concurrent destroy failed: ${String(err)}`);
+          });
+          throw invalidState(`sandbox ${id} was destroyed while it was being created`);
+        }
+        return done;
+      } catch (err) {
+        lastError = err;
+        // Full host or unreachable host: the next candidate may still take it.
+        if (isConnect(err, Code.ResourceExhausted) || isConnect(err, Code.Unavailable)) continue;
+        break;
+      }
+    }
+    const reason = lastError instanceof Error ? lastError.message : String(lastError);
+    await transitionSandbox(this.db, id, ["pending"], "error", { error: reason, ended: true });
+    this.log(`[sandbox ${id}] create failed: ${reason}`);
+    if (lastError instanceof ApiError) throw lastError;
+    throw agentFailure(id, "create", lastError);
+  }
+
+  async destroy(teamId: string, sandboxId: string): Promise<void> {
+    const row = await this.get(teamId, sandboxId);
+    if (row.status === "stopped" || row.status === "error") return;
+    if (row.status === "running") await this.flushMetrics(row, ["24h"]);
+    if (row.host_id) {
+      try {
+        const agent = await this.agentFor(row);
+        await agent.destroySandbox({ sandboxId });
+      } catch (err) {
+        // Gone on the host already is what we wanted; an unreachable host is cleaned by its own
+        // startup (it destroys sandboxes the control plane no longer knows).
+        if (!isConnect(err, Code.NotFound) && !(err instanceof ApiError && err.status === 503))
+          throw agentFailure(sandboxId, "destroy", err);
+        this.log(
+          `[sandbox ${sandboxId}] destroy: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
+    await transitionSandbox(
+      this.db,
+      sandboxId,
+      ["pending", "running", "paused", "missing"],
+      "stopped",
+      {
+        ended: true,
+      },
+    );
+    this.log(`[sandbox ${sandboxId}] destroyed`);
+  }
+
+  async pause(teamId: string, sandboxId: string): Promise<SandboxRow> {
+    const row = await this.get(teamId, sandboxId);
+    if (row.status === "paused") throw invalidState(`sandbox ${sandboxId} is already paused`);
+    const agent = row.status === "running" ? await this.agentFor(row) : undefined;
+    const marked = agent && (await transitionSandbox(this.db, sandboxId, ["running"], "paused"));
+    if (!agent || !marked) throw invalidState(`sandbox ${sandboxId} is ${row.status}, not running`);
+    await this.flushMetrics(row, ["10m", "2h", "24h"]);
+    try {
+      await agent.pauseSandbox({ sandboxId });
+    } catch (err) {
+      await transitionSandbox(this.db, sandboxId, ["paused"], "running");
+      throw agentFailure(sandboxId, "pause", err);
+    }
+    this.log(`[sandbox ${sandboxId}] paused`);
+    return marked;
+  }
+
+  async resume(teamId: string, sandboxId: string, timeoutSec?: number): Promise<SandboxRow> {
+    const row = await this.get(teamId, sandboxId);
+    if (row.status !== "paused")
+      throw invalidState(`sandbox ${sandboxId} is ${row.status}, not paused`);
+    const agent = await this.agentFor(row);
+    if (timeoutSec !== undefined) await setSandboxTimeout(this.db, sandboxId, timeoutSec);
+    try {
+      await agent.resumeSandbox({ sandboxId, timeoutSec: timeoutSec ?? row.timeout_sec });
+    } catch (err) {
+      throw agentFailure(sandboxId, "resume", err);
+    }
+    const done = await transitionSandbox(this.db, sandboxId, ["paused"], "running", {
+      started: true,
+    });
+    if (!done) throw invalidState(`sandbox ${sandboxId} changed state while resuming`);
+    this.log(`[sandbox ${sandboxId}] resumed`);
+    return done;
+  }
+
+  async ping(teamId: string, sandboxId: string): Promise<void> {
+    const { agent } = await this.running(teamId, sandboxId);
+    try {
+      await agent.pingSandbox({ sandboxId });
+    } catch (err) {
+      throw agentFailure(sandboxId, "ping", err);
+    }
+    await this.touch(sandboxId);
+  }
+
+  /**
+   * Sets the idle timeout. The agent's TTL reaper gets it at the next resume and — for a
+   * running sandbox — now, through SetSandboxTimeout when the agent supports it.
+   */
+  async setTimeout(teamId: string, sandboxId: string, timeoutSec: number): Promise<SandboxRow> {
+    const row = await this.get(teamId, sandboxId);
+    if (!["running", "paused", "pending"].includes(row.status))
+      throw invalidState(`sandbox ${sandboxId} is ${row.status}`);
+    if (timeoutSec < 0 || !Number.isInteger(timeoutSec))
+      throw badRequest("timeout_sec must be a non-negative integer", "timeout_sec");
+    const updated = await setSandboxTimeout(this.db, sandboxId, timeoutSec);
+    if (!updated) throw notFound(`sandbox ${sandboxId}`);
+    return updated;
+  }
+
+  async metrics(teamId: string, sandboxId: string, range: MetricRange): Promise<MetricPointOut[]> {
+    const row = await this.get(teamId, sandboxId);
+    if (row.status === "running") {
+      const agent = await this.agentFor(row);
+      try {
+        const res = await agent.getSandboxMetrics({ sandboxId, range });
+        return res.points.map((p) => ({
+          timestamp: new Date(Number(p.timestampUnix) * 1000),
+          cpu_pct: p.cpuPct,
+          mem_bytes: Number(p.memBytes),
+          disk_bytes: Number(p.diskBytes),
+        }));
+      } catch (err) {
+        throw agentFailure(sandboxId, "metrics", err);
+      }
+    }
+    const rows = await storedMetricPoints(this.db, sandboxId, TIER_FOR_RANGE[range]);
+    return rows.map((r) => ({
+      timestamp: r.ts,
+      cpu_pct: r.cpu_pct,
+      mem_bytes: r.mem_bytes,
+      disk_bytes: r.disk_bytes,
+    }));
+  }
+
+  /** Copies the agent's metric rings into the database (best effort: never blocks a pause). */
+  private async flushMetrics(row: SandboxRow, tiers: readonly ("10m" | "2h" | "24h")[]) {
+    try {
+      const agent = await this.agentFor(row);
+      const res = await agent.flushSandboxMetrics({ sandboxId: row.id });
+      const byTier = { "10m": res.points10m, "2h": res.points2h, "24h": res.points24h };
+      for (const tier of tiers) {
+        await insertMetricPoints(
+          this.db,
+          row.id,
+          tier,
+          byTier[tier].map((p) => ({
+            tsUnix: Number(p.timestampUnix),
+            cpuPct: p.cpuPct,
+            memBytes: Number(p.memBytes),
+            diskBytes: Number(p.diskBytes),
+          })),
+        );
+      }
+    } catch (err) {
+      this.log(
+        `[sandbox ${row.id}] metrics flush failed: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
+}
+
+/** 32 random bytes as hex: envd access tokens for sandboxes made through the E2B face. */
+export const newAccessToken = () => randomBytes(32).toString("hex");
