@@ -1,5 +1,6 @@
 import type { Db } from "../db/db.js";
 import { liveSandboxesOnHost, transitionSandbox } from "../db/queries/sandboxes.js";
+import type { AgentClient, SandboxStatus } from "../services/sandbox-access.js";
 import type { AgentClients } from "./agent-clients.js";
 import { markStaleHostsUnreachable } from "./registration.js";
 
@@ -63,7 +64,7 @@ export class Reconciler {
       to: "running" | "paused" | "stopped" | "missing" | "error",
       extra = {},
     ) => {
-      const row = await transitionSandbox(this.db, id, from as never, to, extra);
+      const row = await transitionSandbox(this.db, id, from as SandboxStatus[], to, extra);
       if (row) {
         report.changes.push({ sandboxId: id, from: from.join("|"), to });
         this.log(`[sandbox ${id}] reconciled: ${from.join("|")} → ${to}`);
@@ -81,7 +82,7 @@ export class Reconciler {
       "SELECT id, address FROM hosts WHERE status = 'online' AND address IS NOT NULL",
     );
     for (const host of hosts) {
-      let live;
+      let live: Awaited<ReturnType<AgentClient["listSandboxes"]>>;
       try {
         live = await this.agents.get(host.id, host.address).listSandboxes({});
       } catch (err) {
