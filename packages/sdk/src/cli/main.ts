@@ -3,6 +3,8 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { clientCommands } from "./client-commands.js";
+import { runUp, UP_USAGE } from "./up.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
 
@@ -13,6 +15,8 @@ interface Command {
 }
 
 const HELP_FLAGS = new Set(["-h", "--help"]);
+/** Commands that print their own detailed --help. */
+const DAEMONS_WITH_OWN_HELP = new Set(["envd", "agent", "server", "migrate"]);
 
 /** Runs a child with our stdio and forwards Ctrl-C/SIGTERM, resolving to its exit code. */
 function runChild(
@@ -60,16 +64,26 @@ async function runImageBuild(args: string[]): Promise<number> {
 
 const commands: Record<string, Command> = {
   up: {
-    summary: "build the guest image if needed, then run envd on this host (development mode)",
-    usage: `Usage: nestbox up [--port <n>]
-
-For now the all-in-one mode builds (or reuses) the guest image, then runs envd directly on
-this host, where the E2B SDK in debug mode (E2B_DEBUG=true) reaches it. Later versions start
-the control plane, the database and a host agent instead.`,
+    summary: "all-in-one: control plane, embedded database and a local host agent (needs root)",
+    usage: UP_USAGE,
+    run: (args) =>
+      runUp(args, { repoRoot, cliPath: fileURLToPath(import.meta.url), runImageBuild }),
+  },
+  server: {
+    summary: "run the control plane (REST API, database, scheduling; no root needed)",
+    usage: "Usage: nestbox server [options]   (see nestbox server --help)",
     async run(args) {
-      const code = await runImageBuild([]);
-      if (code !== 0) return code;
-      return runEnvd(args);
+      const server = (await import("@nestbox/server/main")) as { main(argv: string[]): Promise<void> };
+      await server.main(args);
+      return 0;
+    },
+  },
+  migrate: {
+    summary: "apply database migrations (also done by the server at start)",
+    usage: "Usage: nestbox migrate [options]   (see nestbox migrate --help)",
+    async run(args) {
+      const m = (await import("@nestbox/server/db/cli-migrate")) as { runMigrate(argv: string[]): Promise<number> };
+      return m.runMigrate(args);
     },
   },
   agent: {
@@ -95,6 +109,7 @@ inputs: a second run is a no-op that says so. Needs root (debootstrap, chroot).`
       return runImageBuild(rest);
     },
   },
+  ...clientCommands,
   version: {
     summary: "print the Nestbox version",
     usage: "Usage: nestbox version",
@@ -145,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
   const cmd = commands[name];
   if (!cmd) throw new CliError(`unknown command '${name}'`);
   // The daemons have their own detailed --help.
-  if (name !== "envd" && name !== "agent" && rest.some((a) => HELP_FLAGS.has(a))) {
+  if (!DAEMONS_WITH_OWN_HELP.has(name) && rest.some((a) => HELP_FLAGS.has(a))) {
     process.stdout.write(`${cmd.usage}\n`);
     return 0;
   }

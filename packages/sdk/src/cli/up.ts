@@ -1,0 +1,168 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+export const UP_USAGE = `Usage: nestbox up [options]
+
+All-in-one Nestbox on this machine: builds the guest image on first run, then starts the
+control plane (embedded database) and one local host agent, registered through the normal
+registration path. Prints the API URL and the admin API key. Ctrl-C stops both; running
+sandboxes are paused and come back with the next 'nestbox up'. Needs root (the host agent).
+
+Options:
+  --listen <host:port>      control plane address (default 127.0.0.1:3000)
+  --agent-listen <host:port> host agent address (default 127.0.0.1:50051)
+  --runtime qemu|namespace  sandbox runtime (default qemu)
+  --data-dir <dir>          state directory (default $NESTBOX_DIR or /var/lib/nestbox)
+  --skip-image              do not build or check the guest image
+  -h, --help                this help
+`;
+
+interface UpDeps {
+  repoRoot: string;
+  cliPath: string;
+  runImageBuild(args: string[]): Promise<number>;
+}
+
+/** A child that prefixes nothing (both daemons log with their component) and is killed with us. */
+function daemon(name: string, file: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(file, args, { stdio: ["ignore", "inherit", "inherit"], env });
+  child.once("error", (err) => process.stderr.write(`nestbox up: ${name} failed to start: ${err.message}\n`));
+  return child;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, exited: () => string | undefined, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const gone = exited();
+    if (gone) throw new Error(`${what}: ${gone}`);
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not ready after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+const stopped = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+  });
+
+export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: "string", default: "127.0.0.1:3000" },
+      "agent-listen": { type: "string", default: "127.0.0.1:50051" },
+      runtime: { type: "string", default: "qemu" },
+      "data-dir": { type: "string", default: process.env.NESTBOX_DIR ?? "/var/lib/nestbox" },
+      "skip-image": { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (values.runtime !== "qemu" && values.runtime !== "namespace")
+    throw Object.assign(new Error(`--runtime must be qemu or namespace, got ${values.runtime}`), { name: "UsageError" });
+  if (typeof process.getuid === "function" && process.getuid() !== 0)
+    throw new Error("nestbox up starts a host agent, which needs root (namespaces, TAP, nftables)");
+  const dataDir = path.resolve(values["data-dir"]);
+  const env = { ...process.env, NESTBOX_DIR: dataDir };
+
+  if (!values["skip-image"]) {
+    process.stderr.write("nestbox up: checking the guest image (built on first run, a few minutes)\n");
+    const code = await deps.runImageBuild([]);
+    if (code !== 0) return code;
+  }
+
+  const apiUrl = `http://${values.listen}`;
+  const server = daemon(
+    "control plane",
+    process.execPath,
+    [deps.cliPath, "server", "--all-in-one", "--listen", values.listen, "--data-dir", dataDir],
+    env,
+  );
+  let agent: ChildProcess | undefined;
+  let shuttingDown = false;
+  const exitNote = (c: ChildProcess | undefined) =>
+    c && (c.exitCode !== null || c.signalCode !== null) ? `exited (${c.exitCode ?? c.signalCode})` : undefined;
+  const shutdown = async () => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    process.stderr.write("nestbox up: stopping (sandboxes are paused)…\n");
+    // The agent first: it pauses sandboxes while the control plane can still hear about it.
+    if (agent) {
+      agent.kill("SIGTERM");
+      await stopped(agent);
+    }
+    server.kill("SIGTERM");
+    await stopped(server);
+  };
+  const onSignal = () => void shutdown();
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    await waitFor(
+      "control plane",
+      async () => (await fetch(`${apiUrl}/health`)).ok,
+      () => exitNote(server),
+      120_000,
+    );
+    const tokenFile = path.join(dataDir, "local-agent-token");
+    const agentEnv = { ...env };
+    if (existsSync(tokenFile)) agentEnv.NESTBOX_REGISTRATION_TOKEN = readFileSync(tokenFile, "utf8").trim();
+    agent = daemon(
+      "host agent",
+      process.execPath,
+      [
+        deps.cliPath,
+        "agent",
+        "--listen",
+        values["agent-listen"],
+        "--runtime",
+        values.runtime,
+        "--data-dir",
+        dataDir,
+        "--control-plane",
+        apiUrl,
+        "--pause-on-exit",
+      ],
+      agentEnv,
+    );
+    const keyFile = path.join(dataDir, "admin-api-key");
+    const apiKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
+    await waitFor(
+      "host agent",
+      async () => {
+        const res = await fetch(`${apiUrl}/v1/templates`, { headers: { "X-API-Key": apiKey } });
+        if (!res.ok) return false;
+        // The host is online once the reconciler-visible heartbeat path has run; the template
+        // list answering proves the API side, the agent's own port proves the agent side.
+        const agentRes = await fetch(`http://${values["agent-listen"]}/`).catch(() => undefined);
+        return agentRes !== undefined;
+      },
+      () => exitNote(agent),
+      15 * 60_000,
+    );
+    process.stdout.write(
+      `\nNestbox is up.\n  API:      ${apiUrl}  (docs: ${apiUrl}/docs)\n  API key:  ${keyFile}\n\n` +
+        `  export NESTBOX_API_URL=${apiUrl}\n  export NESTBOX_API_KEY=$(cat ${keyFile})\n` +
+        "  ./nestbox sandbox create\n\nPress Ctrl-C to stop.\n",
+    );
+    await Promise.race([stopped(server), stopped(agent)]);
+    if (!shuttingDown) {
+      process.stderr.write(
+        `nestbox up: ${exitNote(server) ? "the control plane" : "the host agent"} stopped unexpectedly\n`,
+      );
+      await shutdown();
+      return 1;
+    }
+    return 0;
+  } catch (err) {
+    process.stderr.write(`nestbox up: ${err instanceof Error ? err.message : String(err)}\n`);
+    await shutdown();
+    return 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}

@@ -1,0 +1,199 @@
+import { serve } from "@hono/node-server";
+import type { Server } from "node:http";
+import { parseArgs } from "node:util";
+import { buildApp, type RouteModule } from "./api/app.js";
+import type { AppDeps } from "./api/context.js";
+import { adminRoutes } from "./api/routes/admin.js";
+import { apiKeyRoutes } from "./api/routes/api-keys.js";
+import { authRoutes } from "./api/routes/auth.js";
+import { commandRoutes } from "./api/routes/commands.js";
+import { fileRoutes } from "./api/routes/files.js";
+import { hostRoutes } from "./api/routes/hosts.js";
+import { sandboxRoutes } from "./api/routes/sandboxes.js";
+import { teamRoutes } from "./api/routes/teams.js";
+import { templateRoutes } from "./api/routes/templates.js";
+import { attachWebSockets } from "./api/ws.js";
+import { ensurePlatformTeam, seedAllInOne } from "./bootstrap/seed.js";
+import type { ServerConfig } from "./config.js";
+import type { Db } from "./db/db.js";
+import { migrate } from "./db/migrate.js";
+import { openDb } from "./db/open.js";
+import { ensureBaseTemplate } from "./db/queries/templates.js";
+import { AgentClients } from "./hosts/agent-clients.js";
+import { ensureLocalHostToken } from "./hosts/local-host.js";
+import { Reconciler } from "./hosts/reconciler.js";
+import { loadJwtSecret } from "./secrets.js";
+import { SandboxService } from "./services/sandboxes.js";
+import { TemplateService } from "./services/templates.js";
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+const USAGE = `Usage: nestbox server [options]
+
+Runs the control plane: the REST API (/v1, OpenAPI at /openapi.json, docs at /docs), the
+database, scheduling and reconciliation of host agents. Needs no root.
+
+Options:
+  --listen <host:port>     address to serve on (default 127.0.0.1:3000; env NESTBOX_LISTEN)
+  --data-dir <dir>         state directory (default $NESTBOX_DIR or /var/lib/nestbox)
+  --database-url <url>     PostgreSQL URL (default $DATABASE_URL; unset = embedded PGlite
+                           database in <data-dir>/db)
+  --domain <name>          sandbox domain for {port}-{id}.<domain> (default $NESTBOX_DOMAIN
+                           or localhost)
+  --public-url <url>       URL clients and agents use to reach this server
+                           (default http://<listen>)
+  --all-in-one             also seed an admin user, the platform team and an admin API key
+                           (<data-dir>/admin-api-key), and a registration token for the local
+                           host agent (<data-dir>/local-agent-token); used by 'nestbox up'
+  -h, --help               this help
+
+Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
+<data-dir>/jwt-secret), NESTBOX_ADMIN_API_KEY (all-in-one: use this admin key).
+`;
+
+export interface RunningServer {
+  url: string;
+  server: Server;
+  db: Db;
+  config: ServerConfig;
+  reconciler: Reconciler;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  config: ServerConfig;
+  allInOne?: boolean;
+  adminApiKey?: string;
+  /** Reconcile interval; tests shorten it. */
+  reconcileMs?: number;
+  log?: (line: string) => void;
+}
+
+/** Opens and migrates the database, seeds what must exist, and serves the API. */
+export async function startServer(opts: StartOptions): Promise<RunningServer> {
+  const { config } = opts;
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log });
+  try {
+    const { applied } = await migrate(db, { log });
+    if (applied.length) log(`[server] database migrated: ${applied.join(", ")}`);
+    const platform = await ensurePlatformTeam(db);
+    await ensureBaseTemplate(db, platform.id, "tpl_base");
+    if (opts.allInOne) {
+      const seeded = await seedAllInOne(db, { dataDir: config.dataDir, adminApiKey: opts.adminApiKey });
+      if (seeded.apiKey) log(`[server] admin API key (also in ${seeded.apiKeyFile}): ${seeded.apiKey}`);
+      else log(`[server] admin API key: in ${seeded.apiKeyFile}`);
+      const local = await ensureLocalHostToken(db, config.dataDir);
+      if (local.tokenFile) log(`[server] local host agent registration token written to ${local.tokenFile}`);
+    }
+
+    const agents = new AgentClients();
+    const sandboxes = new SandboxService(db, agents, platform.id, log);
+    const templates = new TemplateService(db, sandboxes, platform.id, log);
+    const deps: AppDeps = { db, config, sandboxes };
+    const modules: RouteModule[] = [
+      authRoutes,
+      teamRoutes,
+      apiKeyRoutes,
+      adminRoutes,
+      hostRoutes,
+      sandboxRoutes(sandboxes),
+      commandRoutes,
+      fileRoutes,
+      templateRoutes(templates, platform.id),
+    ];
+    const app = buildApp(deps, modules);
+    const server = await new Promise<Server>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
+        resolve(s as Server),
+      ) as Server;
+      s.once("error", reject);
+    });
+    attachWebSockets(server, deps);
+    const reconciler = new Reconciler(db, agents, log);
+    reconciler.start(opts.reconcileMs);
+    const addr = server.address();
+    const port = typeof addr === "object" && addr ? addr.port : config.port;
+    const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
+    log(`[server] listening on ${url} (database: ${db.kind})`);
+    return {
+      url,
+      server,
+      db,
+      config,
+      reconciler,
+      async close() {
+        await reconciler.stop();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+}
+
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(.+):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (!m?.[1] || !(port >= 0 && port <= 65535))
+    throw new UsageError(`--listen must be <host>:<port>, got ${value}`);
+  return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: "string", default: process.env.NESTBOX_LISTEN ?? "127.0.0.1:3000" },
+      "data-dir": { type: "string", default: process.env.NESTBOX_DIR ?? "/var/lib/nestbox" },
+      "database-url": { type: "string", default: process.env.DATABASE_URL },
+      domain: { type: "string", default: process.env.NESTBOX_DOMAIN ?? "localhost" },
+      "public-url": { type: "string", default: process.env.NESTBOX_PUBLIC_URL },
+      "all-in-one": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const { host, port } = parseListen(values.listen);
+  if (!/^[a-z0-9.-]+$/i.test(values.domain)) throw new UsageError(`--domain is not a host name: ${values.domain}`);
+  const publicUrl = values["public-url"] ?? `http://${values.listen}`;
+  try {
+    new URL(publicUrl);
+  } catch {
+    throw new UsageError(`--public-url is not a URL: ${publicUrl}`);
+  }
+  const dataDir = values["data-dir"];
+  const config: ServerConfig = {
+    host,
+    port,
+    dataDir,
+    databaseUrl: values["database-url"] || undefined,
+    jwtSecret: loadJwtSecret(dataDir, process.env.NESTBOX_JWT_SECRET),
+    domain: values.domain,
+    publicUrl,
+  };
+  const running = await startServer({
+    config,
+    allInOne: values["all-in-one"],
+    adminApiKey: process.env.NESTBOX_ADMIN_API_KEY || undefined,
+  });
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      console.log(`[server] ${sig}: shutting down`);
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+  await running.close();
+}
