@@ -4,6 +4,13 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { HostAgentService } from "@nestbox/proto/hostagent";
+import { credentialsPath } from "./control-plane/credentials.js";
+import { hostFacts } from "./control-plane/host-facts.js";
+import {
+  ControlPlaneConfigError,
+  ControlPlaneLink,
+  normaliseBaseUrl,
+} from "./control-plane/link.js";
 import { type Logger, SandboxManager } from "./manager/manager.js";
 import { ensureHostFirewall } from "./network/host-firewall.js";
 import { createPortProxy } from "./port-proxy.js";
@@ -27,6 +34,13 @@ Options:
                              sharing a host need different letters
   --slots <lo-hi>            network slots (10.250.0.0/16 in /30 blocks) this agent may use
                              (default 1-16383)
+  --control-plane <url>      register with this control plane and send it heartbeats (without
+                             it, the agent runs on its own)
+  --registration-token <t>   one-time token from POST /v1/hosts (or $NESTBOX_REGISTRATION_TOKEN);
+                             needed only until credentials are stored in
+                             <data-dir>/agent/<instance>/credentials.json
+  --advertise-url <url>      where the control plane reaches this agent (default
+                             http://<listen address>)
   -h, --help                 show this help
 `;
 
@@ -66,6 +80,9 @@ export async function main(argv: string[]): Promise<void> {
       "disk-reserve-mb": { type: "string" },
       instance: { type: "string", default: "s" },
       slots: { type: "string" },
+      "control-plane": { type: "string" },
+      "registration-token": { type: "string" },
+      "advertise-url": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -99,6 +116,7 @@ export async function main(argv: string[]): Promise<void> {
     slotRange = [lo, hi];
   }
   const log = logger({ component: "agent", instance: values.instance });
+  const link = await prepareControlPlaneLink(values, nestboxDir, m[1], log);
 
   const runtime = await createRuntime(kind, { nestboxDir, accel, log });
   await ensureHostFirewall();
@@ -153,13 +171,77 @@ export async function main(argv: string[]): Promise<void> {
     sandboxes: manager.list().length,
   });
   process.stdout.write(`agent listening on ${m[1]}:${port}\n`);
+  if (link) {
+    const address = values["advertise-url"]
+      ? normaliseBaseUrl(values["advertise-url"], "--advertise-url")
+      : `http://${m[1].includes(":") && !m[1].startsWith("[") ? `[${m[1]}]` : m[1]}:${port}`;
+    const facts = () =>
+      hostFacts({
+        address,
+        runtime: kind,
+        nestboxDir,
+        memoryCapacityMb: positiveInt("memory-capacity-mb", values["memory-capacity-mb"]),
+        diskReserveMb: positiveInt("disk-reserve-mb", values["disk-reserve-mb"]),
+      });
+    link.start(facts).catch((err: unknown) => {
+      log.error("the control plane did not accept this agent; exiting", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+      manager.stop();
+      server.closeAllConnections();
+      server.close(() => process.exit(1));
+    });
+  }
   const stop = (signal: string) => {
     // Sandboxes keep running: a restarted agent re-adopts them.
     log.info("shutting down, sandboxes keep running", { signal });
     manager.stop();
+    void link?.stop();
     server.closeAllConnections();
     server.close(() => process.exit(0));
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+}
+
+/**
+ * The control plane link when `--control-plane` is given, checked before anything starts: a
+ * missing registration token or a bad URL is a usage error, not a failure minutes later.
+ */
+async function prepareControlPlaneLink(
+  values: {
+    "control-plane"?: string;
+    "registration-token"?: string;
+    "advertise-url"?: string;
+    instance: string;
+  },
+  nestboxDir: string,
+  listenHost: string,
+  log: Logger,
+): Promise<ControlPlaneLink | undefined> {
+  const url = values["control-plane"];
+  const token =
+    values["registration-token"] ?? (process.env.NESTBOX_REGISTRATION_TOKEN || undefined);
+  if (url === undefined) {
+    if (values["registration-token"] !== undefined || values["advertise-url"] !== undefined)
+      throw new UsageError("--registration-token and --advertise-url need --control-plane");
+    return undefined;
+  }
+  try {
+    if (values["advertise-url"] !== undefined)
+      normaliseBaseUrl(values["advertise-url"], "--advertise-url");
+    else if (/^(0\.0\.0\.0|::|\[::\]|)$/.test(listenHost))
+      throw new ControlPlaneConfigError(
+        `--listen ${listenHost} is not an address the control plane can reach: give --advertise-url`,
+      );
+    return await ControlPlaneLink.prepare({
+      controlPlane: url,
+      registrationToken: token,
+      credentialsFile: credentialsPath(nestboxDir, values.instance),
+      log,
+    });
+  } catch (err) {
+    if (err instanceof ControlPlaneConfigError) throw new UsageError(err.message);
+    throw err;
+  }
 }
