@@ -1,0 +1,277 @@
+/**
+ * The control plane end to end, through its HTTP API, against a real host agent. The same
+ * cases run for every runtime (and the two database kinds are split across the runtimes).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+export function controlPlaneSuite(o: StackOptions): void {
+  describe(`control plane end to end (${o.runtime} runtime, ${o.db} database)`, { concurrency: false }, () => {
+    let s: Stack;
+    const created: string[] = [];
+    const create = async (body: Record<string, unknown> = {}, key?: string) => {
+      const r = await s.api("POST", "/v1/sandboxes", body, key);
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      created.push(r.body.id);
+      return r.body;
+    };
+    const exec = (id: string, cmd: string, args: string[] = [], key?: string) =>
+      s.api("POST", `/v1/sandboxes/${id}/exec`, { cmd, args }, key);
+    const sh = async (id: string, script: string) => {
+      const r = await exec(id, "/bin/sh", ["-c", script]);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      return r.body as { stdout: string; stderr: string; exit_code: number };
+    };
+
+    before(async () => {
+      s = await startStack(o);
+    });
+    after(async () => {
+      await s?.close();
+    });
+
+    it("creates a sandbox that runs commands, lists it with its metadata, and destroys it", async () => {
+      const sb = await create({ metadata: { suite: "e2e", n: "1" }, env_vars: { GREETING: "hi" } });
+      assert.equal(sb.status, "running");
+      assert.match(sb.id, /^[a-z0-9]{20}$/);
+      assert.equal(sb.host_id, s.hostId);
+      const out = await sh(sb.id, 'echo "$GREETING from $(id -un)"; echo err >&2; exit 3');
+      assert.equal(out.stdout, "hi from user\n");
+      assert.equal(out.stderr, "err\n");
+      assert.equal(out.exit_code, 3);
+
+      const listed = await s.api("GET", `/v1/sandboxes?metadata=${encodeURIComponent("suite=e2e")}`);
+      assert.equal(listed.status, 200);
+      assert.deepEqual(
+        listed.body.sandboxes.map((x: { id: string }) => x.id),
+        [sb.id],
+      );
+      const none = await s.api("GET", `/v1/sandboxes?metadata=${encodeURIComponent("suite=other")}`);
+      assert.equal(none.body.sandboxes.length, 0);
+
+      assert.equal((await s.api("DELETE", `/v1/sandboxes/${sb.id}`)).status, 204);
+      const gone = await s.api("GET", `/v1/sandboxes/${sb.id}`);
+      assert.equal(gone.status, 200);
+      assert.equal(gone.body.status, "stopped");
+      assert.ok(gone.body.ended_at);
+      assert.equal((await exec(sb.id, "/bin/true")).status, 409);
+      const agentList = await s.agent.client.listSandboxes({});
+      assert.ok(!agentList.sandboxes.some((x) => x.sandboxId === sb.id), "the agent still has it");
+      // Destroyed sandboxes are history: not listed by default, listed when asked for.
+      const defaults = await s.api("GET", "/v1/sandboxes");
+      assert.ok(!defaults.body.sandboxes.some((x: { id: string }) => x.id === sb.id));
+      const stopped = await s.api("GET", "/v1/sandboxes?state=stopped");
+      assert.ok(stopped.body.sandboxes.some((x: { id: string }) => x.id === sb.id));
+    });
+
+    it("pauses and resumes keeping files and a background process", async () => {
+      const sb = await create();
+      await sh(sb.id, "echo kept > /tmp/kept; (sleep 1000 &) ; true");
+      const paused = await s.api("POST", `/v1/sandboxes/${sb.id}/pause`);
+      assert.equal(paused.status, 200, JSON.stringify(paused.body));
+      assert.equal(paused.body.status, "paused");
+      assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/pause`)).body.error.code, "invalid_state");
+      const refused = await exec(sb.id, "/bin/true");
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, "invalid_state");
+      const resumed = await s.api("POST", `/v1/sandboxes/${sb.id}/resume`);
+      assert.equal(resumed.status, 200, JSON.stringify(resumed.body));
+      assert.equal(resumed.body.status, "running");
+      assert.equal((await sh(sb.id, "cat /tmp/kept")).stdout, "kept\n");
+      assert.equal((await sh(sb.id, "pgrep -c -f 'sleep 1000'")).stdout.trim(), "1");
+      assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/resume`)).status, 409);
+    });
+
+    it("reports metrics, pings and changes the timeout", async () => {
+      const sb = await create();
+      await sleep(1500);
+      const m = await s.api("GET", `/v1/sandboxes/${sb.id}/metrics?range=10m`);
+      assert.equal(m.status, 200);
+      assert.ok(m.body.points.length >= 1, "no metric points");
+      assert.ok(m.body.points[0].mem_bytes > 0);
+      assert.equal((await s.api("GET", `/v1/sandboxes/${sb.id}/metrics?range=1y`)).status, 400);
+      assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/ping`)).status, 204);
+      const t = await s.api("POST", `/v1/sandboxes/${sb.id}/timeout`, { timeout_sec: 900 });
+      assert.equal(t.status, 200);
+      assert.equal(t.body.timeout_sec, 900);
+      // Paused: the metrics were flushed to the database before the pause.
+      assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/pause`)).status, 200);
+      const stored = await s.api("GET", `/v1/sandboxes/${sb.id}/metrics?range=10m`);
+      assert.equal(stored.status, 200);
+      assert.ok(stored.body.points.length >= 1, "no stored points after pause");
+    });
+
+    it("picks up the agent's TTL auto-pause and notices sandboxes that vanished", async () => {
+      const idle = await create({ timeout_sec: 2 });
+      const paused = await until("auto-pause in the database", async () => {
+        const r = await s.api("GET", `/v1/sandboxes/${idle.id}`);
+        return r.body.status === "paused" ? r.body : undefined;
+      }, 60_000);
+      assert.equal(paused.status, "paused");
+
+      const doomed = await create();
+      await s.agent.client.destroySandbox({ sandboxId: doomed.id });
+      await until("a vanished sandbox to be marked stopped", async () => {
+        const r = await s.api("GET", `/v1/sandboxes/${doomed.id}`);
+        return r.body.status === "stopped" ? true : undefined;
+      });
+
+      // One the database has never heard of is destroyed on the host.
+      const stray = await s.agent.client.createSandbox({ template: "base", timeoutSec: 0 });
+      await until("the stray sandbox to be destroyed", async () => {
+        const l = await s.agent.client.listSandboxes({});
+        return l.sandboxes.some((x) => x.sandboxId === stray.sandboxId) ? undefined : true;
+      });
+    });
+
+    it("keeps everything across a control plane restart", async () => {
+      const sb = await create({ metadata: { restart: "yes" } });
+      await sh(sb.id, "echo before > /tmp/restart");
+      await s.restartServer();
+      const got = await s.api("GET", `/v1/sandboxes/${sb.id}`);
+      assert.equal(got.status, 200);
+      assert.equal(got.body.status, "running");
+      assert.equal((await sh(sb.id, "cat /tmp/restart")).stdout, "before\n");
+      // Reconciliation after the restart leaves the running sandbox alone.
+      await sleep(2500);
+      assert.equal((await s.api("GET", `/v1/sandboxes/${sb.id}`)).body.status, "running");
+    });
+
+    it("snapshots a sandbox into a team template and creates from it", async () => {
+      const sb = await create();
+      await sh(sb.id, "echo from-snapshot > /home/user/mark");
+      const t = await s.api("POST", "/v1/templates", { sandbox_id: sb.id, name: `snap-${o.instance}` });
+      assert.equal(t.status, 201, JSON.stringify(t.body));
+      assert.equal(t.body.kind, "snapshot");
+      assert.equal((await s.api("GET", `/v1/sandboxes/${sb.id}`)).body.status, "stopped");
+      const dup = await s.api("POST", "/v1/templates", { sandbox_id: sb.id, name: `snap-${o.instance}` });
+      assert.equal(dup.status, 409);
+      const reserved = await create();
+      const taken = await s.api("POST", "/v1/templates", { sandbox_id: reserved.id, name: "base" });
+      assert.equal(taken.status, 409);
+      assert.equal(taken.body.error.code, "name_taken");
+
+      const list = await s.api("GET", "/v1/templates");
+      const names = list.body.templates.map((x: { name: string }) => x.name);
+      assert.ok(names.includes("base") && names.includes(`snap-${o.instance}`));
+      const child = await create({ template: `snap-${o.instance}` });
+      assert.equal((await sh(child.id, "cat /home/user/mark")).stdout, "from-snapshot\n");
+      assert.equal((await s.api("DELETE", "/v1/templates/base")).status, 403);
+      assert.equal((await s.api("DELETE", `/v1/sandboxes/${child.id}`)).status, 204);
+      assert.equal((await s.api("DELETE", `/v1/templates/snap-${o.instance}`)).status, 204);
+      assert.equal((await s.api("POST", "/v1/sandboxes", { template: `snap-${o.instance}` })).status, 404);
+    });
+
+    it("keeps teams apart: another team's key gets 404 on every sandbox route", async () => {
+      const sb = await create();
+      const signup = await fetch(`${s.apiUrl}/v1/auth/signup`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ email: `other-${o.instance}@example.test`, password: "correct horse battery", name: "Other" }),
+      });
+      assert.equal(signup.status, 201);
+      const { token } = (await signup.json()) as { token: string };
+      const keyRes = await fetch(`${s.apiUrl}/v1/api-keys`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+        body: JSON.stringify({ name: "other" }),
+      });
+      assert.equal(keyRes.status, 201);
+      const otherKey = ((await keyRes.json()) as { key: string }).key;
+      const id = sb.id;
+      const routes: [string, string, unknown?][] = [
+        ["GET", `/v1/sandboxes/${id}`],
+        ["DELETE", `/v1/sandboxes/${id}`],
+        ["POST", `/v1/sandboxes/${id}/pause`],
+        ["POST", `/v1/sandboxes/${id}/resume`],
+        ["POST", `/v1/sandboxes/${id}/ping`],
+        ["POST", `/v1/sandboxes/${id}/timeout`, { timeout_sec: 5 }],
+        ["GET", `/v1/sandboxes/${id}/metrics`],
+        ["POST", `/v1/sandboxes/${id}/exec`, { cmd: "/bin/true" }],
+        ["GET", `/v1/sandboxes/${id}/processes`],
+        ["POST", `/v1/sandboxes/${id}/processes`, { cmd: "/bin/true" }],
+        ["GET", `/v1/sandboxes/${id}/files?path=/etc/hostname`],
+        ["GET", `/v1/sandboxes/${id}/files/list?path=/`],
+        ["GET", `/v1/sandboxes/${id}/files/stat?path=/`],
+        ["POST", `/v1/sandboxes/${id}/files/mkdir`, { path: "/tmp/x" }],
+        ["POST", `/v1/sandboxes/${id}/files/move`, { source: "/tmp/a", destination: "/tmp/b" }],
+        ["DELETE", `/v1/sandboxes/${id}/files?path=/tmp/x`],
+        ["POST", "/v1/templates", { sandbox_id: id, name: "stolen" }],
+      ];
+      for (const [method, route, body] of routes) {
+        const r = await s.api(method, route, body, otherKey);
+        assert.equal(r.status, 404, `${method} ${route} → ${r.status} ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.error.code, "not_found");
+        assert.ok(!JSON.stringify(r.body).includes(s.hostId), "leaked the host");
+      }
+      const list = await s.api("GET", "/v1/sandboxes", undefined, otherKey);
+      assert.equal(list.body.sandboxes.length, 0);
+      // Still intact for its owner.
+      assert.equal((await s.api("GET", `/v1/sandboxes/${id}`)).body.status, "running");
+    });
+
+    it("rejects bad input with 400 and a named field, and unknown ids with 404", async () => {
+      const cases: [string, string, unknown, number, string?][] = [
+        ["POST", "/v1/sandboxes", "{not json", 400],
+        ["POST", "/v1/sandboxes", { vcpus: "two" }, 400, "vcpus"],
+        ["POST", "/v1/sandboxes", { memory_mb: 1 }, 400, "memory_mb"],
+        ["POST", "/v1/sandboxes", { template: "../etc" }, 400, "template"],
+        ["POST", "/v1/sandboxes", { metadata: { k: "x".repeat(5000) } }, 400, "metadata.k"],
+        ["POST", "/v1/sandboxes", { env_vars: { "BAD NAME": "1" } }, 400, "env_vars"],
+        ["POST", "/v1/sandboxes", { surprise: true }, 400],
+        ["POST", "/v1/sandboxes", { template: "no-such-template" }, 404],
+        ["GET", "/v1/sandboxes/aaaaaaaaaaaaaaaaaaaa", undefined, 404],
+        ["GET", "/v1/sandboxes/NOT-AN-ID", undefined, 400, "id"],
+        ["GET", "/v1/sandboxes?limit=0", undefined, 400, "limit"],
+        ["GET", "/v1/sandboxes?state=bogus", undefined, 400, "state"],
+        ["GET", "/v1/sandboxes?next_token=!!", undefined, 400, "next_token"],
+      ];
+      for (const [method, route, body, status, field] of cases) {
+        const r = await s.api(method, route, body);
+        assert.equal(r.status, status, `${method} ${route} ${JSON.stringify(body)} → ${r.status} ${JSON.stringify(r.body)}`);
+        assert.equal(typeof r.body.error?.code, "string");
+        assert.equal(typeof r.body.error?.message, "string");
+        if (field) assert.equal(r.body.error.field, field, JSON.stringify(r.body));
+      }
+      const unauth = await s.api("GET", "/v1/sandboxes", undefined, "nbx_" + "0".repeat(40));
+      assert.equal(unauth.status, 401);
+    });
+
+    it("pages through sandboxes with next_token", async () => {
+      const mine = [await create({ metadata: { page: "yes" } }), await create({ metadata: { page: "yes" } }), await create({ metadata: { page: "yes" } })];
+      const seen: string[] = [];
+      let token: string | null = null;
+      do {
+        const q: string = `/v1/sandboxes?limit=2&metadata=${encodeURIComponent("page=yes")}${token ? `&next_token=${token}` : ""}`;
+        const r = await s.api("GET", q);
+        assert.equal(r.status, 200);
+        assert.ok(r.body.sandboxes.length <= 2);
+        seen.push(...r.body.sandboxes.map((x: { id: string }) => x.id));
+        token = r.body.next_token;
+      } while (token);
+      assert.deepEqual(new Set(seen), new Set(mine.map((m) => m.id)));
+      assert.equal(seen.length, 3);
+    });
+
+    it("cleans up: destroying every sandbox leaves nothing on the host", async () => {
+      for (const id of created) {
+        const r = await s.api("DELETE", `/v1/sandboxes/${id}`);
+        assert.equal(r.status, 204, `${id}: ${JSON.stringify(r.body)}`);
+      }
+      const l = await s.agent.client.listSandboxes({});
+      assert.deepEqual(l.sandboxes.map((x) => x.sandboxId), []);
+    });
+  });
+}

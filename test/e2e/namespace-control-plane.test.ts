@@ -1,0 +1,3 @@
+import { controlPlaneSuite } from "./control-plane-suite.js";
+
+controlPlaneSuite({ runtime: "namespace", instance: "m", slots: "7100-7199", db: "postgres" });
