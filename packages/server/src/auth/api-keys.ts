@@ -1,0 +1,63 @@
+import { createHash, randomBytes } from "node:crypto";
+import type { Queryable } from "../db/db.js";
+import { findUsableApiKey, touchApiKey } from "../db/queries/api-keys.js";
+
+/**
+ * `nbx_` + 40 lowercase hex. The E2B face accepts the same secret spelled `e2b_…`, so only the
+ * hex part is hashed and both spellings find one row.
+ */
+export const API_KEY_RE = /^(nbx|e2b)_([0-9a-f]{40})$/;
+export const API_KEY_FORMAT = "nbx_ followed by 40 lowercase hex characters";
+
+/** The 40-hex secret of a key in either spelling, or undefined when it is not a key. */
+export function apiKeySecret(rawKey: string): string | undefined {
+  return API_KEY_RE.exec(rawKey)?.[2];
+}
+
+export const hashApiKeySecret = (secretHex: string): string =>
+  createHash("sha256").update(secretHex).digest("hex");
+
+/** What is stored for a key: never the key itself. */
+export interface ApiKeyMaterial {
+  /** The full key in its `nbx_` spelling, shown to the user once. */
+  key: string;
+  keyHash: string;
+  /** First 8 characters after the underscore: enough to tell keys apart in a list. */
+  keyPrefix: string;
+}
+
+/** Material for a given key (either spelling), or undefined when it is malformed. */
+export function apiKeyMaterial(rawKey: string): ApiKeyMaterial | undefined {
+  const secret = apiKeySecret(rawKey);
+  if (!secret) return undefined;
+  return { key: `nbx_${secret}`, keyHash: hashApiKeySecret(secret), keyPrefix: secret.slice(0, 8) };
+}
+
+export function generateApiKey(): ApiKeyMaterial {
+  const material = apiKeyMaterial(`nbx_${randomBytes(20).toString("hex")}`);
+  if (!material) throw new Error("generated API key does not match its own format");
+  return material;
+}
+
+export interface AuthenticatedKey {
+  keyId: string;
+  keyName: string;
+  teamId: string;
+  createdBy: string | null;
+}
+
+/**
+ * The key's identity when `rawKey` (`nbx_…` or `e2b_…`) is a live key of a live team, else
+ * undefined. Records the use (at most once a minute per key).
+ */
+export async function authenticateApiKey(
+  db: Queryable,
+  rawKey: string,
+): Promise<AuthenticatedKey | undefined> {
+  const secret = apiKeySecret(rawKey);
+  if (!secret) return undefined;
+  const row = await findUsableApiKey(db, hashApiKeySecret(secret));
+  if (!row) return undefined;
+  await touchApiKey(db, row.id);
+  return { keyId: row.id, keyName: row.name, teamId: row.team_id, createdBy: row.created_by };
+}
