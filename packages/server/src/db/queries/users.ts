@@ -51,10 +51,3 @@ export const updateUserFlags = (
      WHERE id = $1 RETURNING *`,
     [id, patch.status ?? null, patch.is_admin ?? null],
   );
-
-export async function setUserPassword(db: Queryable, id: string, passwordHash: string) {
-  await db.query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", [
-    id,
-    passwordHash,
-  ]);
-}
