@@ -28,7 +28,7 @@ cd "$NESTBOX_ROOT"
 # 1. Debian packages.
 debs=(ca-certificates git make g++ python3 util-linux procps iproute2 nftables iptables
       qemu-system-x86 qemu-utils e2fsprogs debootstrap cpio xz-utils zstd kmod
-      inotify-tools attr bubblewrap)
+      inotify-tools attr bubblewrap postgresql)
 if [ -f images/deps.txt ]; then
   while read -r p; do
     p="${p%%#*}"; p="${p// /}"
