@@ -161,6 +161,7 @@ export function hostRoutes(deps: AppDeps) {
       path: "/hosts",
       summary: "Create a host and its one-time registration token (admin)",
       tags: ["hosts"],
+      security: [{ bearer: [] }],
       middleware: [admin],
       request: {
         body: {
@@ -203,6 +204,7 @@ export function hostRoutes(deps: AppDeps) {
       path: "/hosts",
       summary: "All hosts (admin)",
       tags: ["hosts"],
+      security: [{ bearer: [] }],
       middleware: [admin],
       responses: {
         200: { description: "Hosts", ...json(z.object({ hosts: z.array(HostSchema) })) },
@@ -269,6 +271,7 @@ export function hostRoutes(deps: AppDeps) {
       path: "/hosts/{id}",
       summary: "One host (admin)",
       tags: ["hosts"],
+      security: [{ bearer: [] }],
       middleware: [admin],
       request: { params: HostIdParam },
       responses: {
@@ -290,6 +293,7 @@ export function hostRoutes(deps: AppDeps) {
       path: "/hosts/{id}",
       summary: "Delete a host (admin); 409 while it has live sandboxes unless force=true",
       tags: ["hosts"],
+      security: [{ bearer: [] }],
       middleware: [admin],
       request: {
         params: HostIdParam,
