@@ -209,8 +209,7 @@ async function withAdmin<T>(adminUrl: string, fn: (c: pg.Client) => Promise<T>):
 }
 
 /** Debian's server binaries, newest major version first. */
-function findPgBin(): string {
-  const base = "/usr/lib/postgresql";
+export function findPgBin(base = "/usr/lib/postgresql"): string {
   const versions = existsSync(base)
     ? readdirSync(base)
         .filter((v) => /^\d+$/.test(v))

@@ -1,11 +1,18 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { runMigrate } from "../../packages/server/src/db/cli-migrate.js";
 import type { Db } from "../../packages/server/src/db/db.js";
 import { loadMigrations, migrate } from "../../packages/server/src/db/migrate.js";
 import { openDb } from "../../packages/server/src/db/open.js";
 import { DbInUseError } from "../../packages/server/src/db/pglite.js";
-import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./db-fixture.js";
+import { DB_KINDS, type DbKind, findPgBin, openTestDb, type TestDb } from "./db-fixture.js";
+
+const openModule = new URL("../../packages/server/src/db/open.ts", import.meta.url).href;
 
 const TABLES = [
   "api_keys",
@@ -507,7 +514,51 @@ describe("nestbox migrate (usage and PGlite sharing)", () => {
     assert.match(c.out.stderr, /postgres:\/\//);
   });
 
-  it("refuses a PGlite directory that a running server has open", async () => {
+  it("refuses a PGlite directory that another process has open, and takes over a dead one's", async () => {
+    const t = await openTestDb("pglite");
+    const dataDir = t.dataDir as string;
+    await t.db.close();
+    const holder = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "--input-type=module",
+        "-e",
+        `import { openDb } from ${JSON.stringify(openModule)};
+         await openDb({ dataDir: ${JSON.stringify(dataDir)} });
+         process.stdout.write("open\\n");
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      await once(holder.stdout, "data");
+      const c = captured();
+      assert.equal(await runMigrate(["--data-dir", dataDir], {}, c.io), 1);
+      assert.match(c.out.stderr, new RegExp(`already open in process ${holder.pid}`));
+      assert.match(c.out.stderr, /stop the Nestbox server/);
+    } finally {
+      holder.kill("SIGKILL");
+      await once(holder, "exit");
+    }
+    // The holder died without closing: its lock file is stale and taken over.
+    assert.ok(existsSync(path.join(dataDir, "db.lock")));
+    const c = captured();
+    assert.equal(await runMigrate(["--data-dir", dataDir], {}, c.io), 0, c.out.stderr);
+    assert.equal(c.out.stdout, "schema up to date\n");
+    assert.ok(!existsSync(path.join(dataDir, "db.lock")), "closing removes the lock file");
+    await t.close();
+  });
+
+  it("names the postgresql package when the server binaries are missing", () => {
+    assert.throws(
+      () => findPgBin(path.join(tmpdir(), "no-such-postgresql")),
+      /package 'postgresql'/,
+    );
+  });
+
+  it("refuses a second open of a PGlite directory in the same process", async () => {
     const t = await openTestDb("pglite");
     try {
       const c = captured();
