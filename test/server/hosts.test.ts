@@ -787,7 +787,9 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
     assert.equal(online.address, `http://127.0.0.1:${port1}`);
     assert.equal(online.runtime, "namespace");
     assert.ok((online.cpu_cores ?? 0) > 0 && (online.memory_mb ?? 0) > 0);
+    // The host is online as soon as the control plane answered; the agent then stores the answer.
     const file = credentialsPath(dataDir, "h");
+    await until("stored credentials", async () => (existsSync(file) ? true : undefined));
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const creds = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
     assert.equal(creds.hostId, id);

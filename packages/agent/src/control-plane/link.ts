@@ -153,13 +153,14 @@ export class ControlPlaneLink {
         if (this.abort.signal.aborted) return;
         let err = caught;
         if (err instanceof ControlPlaneHttpError && err.status === 404) {
+          // Useless now; without them the next start asks for a new registration token.
+          await removeCredentials(this.opts.credentialsFile);
+          this.creds = undefined;
           log.error(
             "the control plane no longer knows this host (it was deleted): heartbeats stop " +
               "unless a registration token was given; sandboxes keep running",
-            { hostId: creds.hostId },
+            { hostId: creds.hostId, credentialsRemoved: this.opts.credentialsFile },
           );
-          await removeCredentials(this.opts.credentialsFile);
-          this.creds = undefined;
           if (await this.registerAgain(facts)) continue;
           return;
         }
