@@ -80,6 +80,13 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
     connectionTimeoutMillis: 10_000,
   });
   pool.on("error", (err) => log(`database ${where}: idle connection failed: ${err.message}`));
+  // pool.end() resolves before the sockets close; close() waits for them so that the server
+  // really has no session of ours left (a test dropping its database right after, a clean exit).
+  const live = new Set<pg.PoolClient>();
+  pool.on("connect", (c) => {
+    live.add(c);
+    c.once("end", () => live.delete(c));
+  });
   try {
     await pool.query("SELECT 1");
   } catch (err) {
@@ -183,7 +190,11 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
       }
     },
     close() {
-      closing ??= pool.end();
+      closing ??= (async () => {
+        const ended = [...live].map((c) => new Promise((resolve) => c.once("end", resolve)));
+        await pool.end();
+        await Promise.all(ended);
+      })();
       return closing;
     },
   };
