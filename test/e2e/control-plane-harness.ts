@@ -118,7 +118,8 @@ export async function startStack(o: StackOptions): Promise<Stack> {
           "X-API-Key": key,
           ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
         },
-        body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+        body:
+          body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
       });
       const text = await res.text();
       let parsed: unknown = text;

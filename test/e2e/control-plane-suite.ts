@@ -7,7 +7,11 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -18,7 +22,9 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 }
 
 export function controlPlaneSuite(o: StackOptions): void {
-  describe(`control plane end to end (${o.runtime} runtime, ${o.db} database)`, { concurrency: false }, () => {
+  describe(`control plane end to end (${o.runtime} runtime, ${o.db} database)`, {
+    concurrency: false,
+  }, () => {
     let s: Stack;
     const created: string[] = [];
     const create = async (body: Record<string, unknown> = {}, key?: string) => {
@@ -52,13 +58,19 @@ export function controlPlaneSuite(o: StackOptions): void {
       assert.equal(out.stderr, "err\n");
       assert.equal(out.exit_code, 3);
 
-      const listed = await s.api("GET", `/v1/sandboxes?metadata=${encodeURIComponent("suite=e2e")}`);
+      const listed = await s.api(
+        "GET",
+        `/v1/sandboxes?metadata=${encodeURIComponent("suite=e2e")}`,
+      );
       assert.equal(listed.status, 200);
       assert.deepEqual(
         listed.body.sandboxes.map((x: { id: string }) => x.id),
         [sb.id],
       );
-      const none = await s.api("GET", `/v1/sandboxes?metadata=${encodeURIComponent("suite=other")}`);
+      const none = await s.api(
+        "GET",
+        `/v1/sandboxes?metadata=${encodeURIComponent("suite=other")}`,
+      );
       assert.equal(none.body.sandboxes.length, 0);
 
       assert.equal((await s.api("DELETE", `/v1/sandboxes/${sb.id}`)).status, 204);
@@ -82,7 +94,10 @@ export function controlPlaneSuite(o: StackOptions): void {
       const paused = await s.api("POST", `/v1/sandboxes/${sb.id}/pause`);
       assert.equal(paused.status, 200, JSON.stringify(paused.body));
       assert.equal(paused.body.status, "paused");
-      assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/pause`)).body.error.code, "invalid_state");
+      assert.equal(
+        (await s.api("POST", `/v1/sandboxes/${sb.id}/pause`)).body.error.code,
+        "invalid_state",
+      );
       const refused = await exec(sb.id, "/bin/true");
       assert.equal(refused.status, 409);
       assert.equal(refused.body.error.code, "invalid_state");
@@ -90,7 +105,7 @@ export function controlPlaneSuite(o: StackOptions): void {
       assert.equal(resumed.status, 200, JSON.stringify(resumed.body));
       assert.equal(resumed.body.status, "running");
       assert.equal((await sh(sb.id, "cat /tmp/kept")).stdout, "kept\n");
-      assert.equal((await sh(sb.id, "pgrep -c -f 'sleep 1000'")).stdout.trim(), "1");
+      assert.equal((await sh(sb.id, "pgrep -c -x sleep")).stdout.trim(), "1");
       assert.equal((await s.api("POST", `/v1/sandboxes/${sb.id}/resume`)).status, 409);
     });
 
@@ -115,10 +130,14 @@ export function controlPlaneSuite(o: StackOptions): void {
 
     it("picks up the agent's TTL auto-pause and notices sandboxes that vanished", async () => {
       const idle = await create({ timeout_sec: 2 });
-      const paused = await until("auto-pause in the database", async () => {
-        const r = await s.api("GET", `/v1/sandboxes/${idle.id}`);
-        return r.body.status === "paused" ? r.body : undefined;
-      }, 60_000);
+      const paused = await until(
+        "auto-pause in the database",
+        async () => {
+          const r = await s.api("GET", `/v1/sandboxes/${idle.id}`);
+          return r.body.status === "paused" ? r.body : undefined;
+        },
+        60_000,
+      );
       assert.equal(paused.status, "paused");
 
       const doomed = await create();
@@ -152,11 +171,17 @@ export function controlPlaneSuite(o: StackOptions): void {
     it("snapshots a sandbox into a team template and creates from it", async () => {
       const sb = await create();
       await sh(sb.id, "echo from-snapshot > /home/user/mark");
-      const t = await s.api("POST", "/v1/templates", { sandbox_id: sb.id, name: `snap-${o.instance}` });
+      const t = await s.api("POST", "/v1/templates", {
+        sandbox_id: sb.id,
+        name: `snap-${o.instance}`,
+      });
       assert.equal(t.status, 201, JSON.stringify(t.body));
       assert.equal(t.body.kind, "snapshot");
       assert.equal((await s.api("GET", `/v1/sandboxes/${sb.id}`)).body.status, "stopped");
-      const dup = await s.api("POST", "/v1/templates", { sandbox_id: sb.id, name: `snap-${o.instance}` });
+      const dup = await s.api("POST", "/v1/templates", {
+        sandbox_id: sb.id,
+        name: `snap-${o.instance}`,
+      });
       assert.equal(dup.status, 409);
       const reserved = await create();
       const taken = await s.api("POST", "/v1/templates", { sandbox_id: reserved.id, name: "base" });
@@ -171,7 +196,10 @@ export function controlPlaneSuite(o: StackOptions): void {
       assert.equal((await s.api("DELETE", "/v1/templates/base")).status, 403);
       assert.equal((await s.api("DELETE", `/v1/sandboxes/${child.id}`)).status, 204);
       assert.equal((await s.api("DELETE", `/v1/templates/snap-${o.instance}`)).status, 204);
-      assert.equal((await s.api("POST", "/v1/sandboxes", { template: `snap-${o.instance}` })).status, 404);
+      assert.equal(
+        (await s.api("POST", "/v1/sandboxes", { template: `snap-${o.instance}` })).status,
+        404,
+      );
     });
 
     it("keeps teams apart: another team's key gets 404 on every sandbox route", async () => {
@@ -179,7 +207,11 @@ export function controlPlaneSuite(o: StackOptions): void {
       const signup = await fetch(`${s.apiUrl}/v1/auth/signup`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ email: `other-${o.instance}@example.test`, password: "correct horse battery", name: "Other" }),
+        body: JSON.stringify({
+          email: `other-${o.instance}@example.test`,
+          password: "correct horse battery",
+          name: "Other",
+        }),
       });
       assert.equal(signup.status, 201);
       const { token } = (await signup.json()) as { token: string };
@@ -240,7 +272,11 @@ export function controlPlaneSuite(o: StackOptions): void {
       ];
       for (const [method, route, body, status, field] of cases) {
         const r = await s.api(method, route, body);
-        assert.equal(r.status, status, `${method} ${route} ${JSON.stringify(body)} → ${r.status} ${JSON.stringify(r.body)}`);
+        assert.equal(
+          r.status,
+          status,
+          `${method} ${route} ${JSON.stringify(body)} → ${r.status} ${JSON.stringify(r.body)}`,
+        );
         assert.equal(typeof r.body.error?.code, "string");
         assert.equal(typeof r.body.error?.message, "string");
         if (field) assert.equal(r.body.error.field, field, JSON.stringify(r.body));
@@ -250,7 +286,11 @@ export function controlPlaneSuite(o: StackOptions): void {
     });
 
     it("pages through sandboxes with next_token", async () => {
-      const mine = [await create({ metadata: { page: "yes" } }), await create({ metadata: { page: "yes" } }), await create({ metadata: { page: "yes" } })];
+      const mine = [
+        await create({ metadata: { page: "yes" } }),
+        await create({ metadata: { page: "yes" } }),
+        await create({ metadata: { page: "yes" } }),
+      ];
       const seen: string[] = [];
       let token: string | null = null;
       do {
@@ -271,7 +311,10 @@ export function controlPlaneSuite(o: StackOptions): void {
         assert.equal(r.status, 204, `${id}: ${JSON.stringify(r.body)}`);
       }
       const l = await s.agent.client.listSandboxes({});
-      assert.deepEqual(l.sandboxes.map((x) => x.sandboxId), []);
+      assert.deepEqual(
+        l.sandboxes.map((x) => x.sandboxId),
+        [],
+      );
     });
   });
 }

@@ -41,6 +41,8 @@ Options:
                              <data-dir>/agent/<instance>/credentials.json
   --advertise-url <url>      where the control plane reaches this agent (default
                              http://<listen address>)
+  --pause-on-exit            on SIGTERM/SIGINT pause running sandboxes instead of leaving them
+                             running (nestbox up uses this)
   -h, --help                 show this help
 `;
 
@@ -83,6 +85,7 @@ export async function main(argv: string[]): Promise<void> {
       "control-plane": { type: "string" },
       "registration-token": { type: "string" },
       "advertise-url": { type: "string" },
+      "pause-on-exit": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -192,16 +195,33 @@ export async function main(argv: string[]): Promise<void> {
       server.close(() => process.exit(1));
     });
   }
-  const stop = (signal: string) => {
-    // Sandboxes keep running: a restarted agent re-adopts them.
-    log.info("shutting down, sandboxes keep running", { signal });
+  const stop = async (signal: string) => {
+    if (values["pause-on-exit"]) {
+      // All-in-one mode: Ctrl-C should leave no VM running; paused sandboxes are re-adopted and
+      // resumable after the next start.
+      const running = manager.list().filter((r) => r.status === "running");
+      log.info("shutting down, pausing running sandboxes", { signal, count: running.length });
+      await Promise.all(
+        running.map((r) =>
+          manager.pause(r.id).catch((err: unknown) => {
+            log.error("pause at shutdown failed; the sandbox keeps running", {
+              sandboxId: r.id,
+              error: err instanceof Error ? err.message : String(err),
+            });
+          }),
+        ),
+      );
+    } else {
+      // Sandboxes keep running: a restarted agent re-adopts them.
+      log.info("shutting down, sandboxes keep running", { signal });
+    }
     manager.stop();
     void link?.stop();
     server.closeAllConnections();
     server.close(() => process.exit(0));
   };
-  process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
 }
 
 /**

@@ -1,6 +1,6 @@
-import { serve } from "@hono/node-server";
 import type { Server } from "node:http";
 import { parseArgs } from "node:util";
+import { serve } from "@hono/node-server";
 import { buildApp, type RouteModule } from "./api/app.js";
 import type { AppDeps } from "./api/context.js";
 import { adminRoutes } from "./api/routes/admin.js";
@@ -82,11 +82,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const platform = await ensurePlatformTeam(db);
     await ensureBaseTemplate(db, platform.id, "tpl_base");
     if (opts.allInOne) {
-      const seeded = await seedAllInOne(db, { dataDir: config.dataDir, adminApiKey: opts.adminApiKey });
-      if (seeded.apiKey) log(`[server] admin API key (also in ${seeded.apiKeyFile}): ${seeded.apiKey}`);
+      const seeded = await seedAllInOne(db, {
+        dataDir: config.dataDir,
+        adminApiKey: opts.adminApiKey,
+      });
+      if (seeded.apiKey)
+        log(`[server] admin API key (also in ${seeded.apiKeyFile}): ${seeded.apiKey}`);
       else log(`[server] admin API key: in ${seeded.apiKeyFile}`);
       const local = await ensureLocalHostToken(db, config.dataDir);
-      if (local.tokenFile) log(`[server] local host agent registration token written to ${local.tokenFile}`);
+      if (local.tokenFile)
+        log(`[server] local host agent registration token written to ${local.tokenFile}`);
     }
 
     const agents = new AgentClients();
@@ -165,7 +170,8 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   const { host, port } = parseListen(values.listen);
-  if (!/^[a-z0-9.-]+$/i.test(values.domain)) throw new UsageError(`--domain is not a host name: ${values.domain}`);
+  if (!/^[a-z0-9.-]+$/i.test(values.domain))
+    throw new UsageError(`--domain is not a host name: ${values.domain}`);
   const publicUrl = values["public-url"] ?? `http://${values.listen}`;
   try {
     new URL(publicUrl);

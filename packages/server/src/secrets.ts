@@ -15,7 +15,8 @@ export function loadJwtSecret(dataDir: string, fromEnv: string | undefined): Uin
   const file = path.join(dataDir, "jwt-secret");
   if (existsSync(file)) {
     const hex = readFileSync(file, "utf8").trim();
-    if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`${file} is not 64 hex characters; delete it to make a new secret`);
+    if (!/^[0-9a-f]{64}$/.test(hex))
+      throw new Error(`${file} is not 64 hex characters; delete it to make a new secret`);
     return Buffer.from(hex, "hex");
   }
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });

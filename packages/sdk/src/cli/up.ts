@@ -28,11 +28,18 @@ interface UpDeps {
 /** A child that prefixes nothing (both daemons log with their component) and is killed with us. */
 function daemon(name: string, file: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
   const child = spawn(file, args, { stdio: ["ignore", "inherit", "inherit"], env });
-  child.once("error", (err) => process.stderr.write(`nestbox up: ${name} failed to start: ${err.message}\n`));
+  child.once("error", (err) =>
+    process.stderr.write(`nestbox up: ${name} failed to start: ${err.message}\n`),
+  );
   return child;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, exited: () => string | undefined, timeoutMs: number) {
+async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  exited: () => string | undefined,
+  timeoutMs: number,
+) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const gone = exited();
@@ -62,14 +69,18 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
     strict: true,
   });
   if (values.runtime !== "qemu" && values.runtime !== "namespace")
-    throw Object.assign(new Error(`--runtime must be qemu or namespace, got ${values.runtime}`), { name: "UsageError" });
+    throw Object.assign(new Error(`--runtime must be qemu or namespace, got ${values.runtime}`), {
+      name: "UsageError",
+    });
   if (typeof process.getuid === "function" && process.getuid() !== 0)
     throw new Error("nestbox up starts a host agent, which needs root (namespaces, TAP, nftables)");
   const dataDir = path.resolve(values["data-dir"]);
   const env = { ...process.env, NESTBOX_DIR: dataDir };
 
   if (!values["skip-image"]) {
-    process.stderr.write("nestbox up: checking the guest image (built on first run, a few minutes)\n");
+    process.stderr.write(
+      "nestbox up: checking the guest image (built on first run, a few minutes)\n",
+    );
     const code = await deps.runImageBuild([]);
     if (code !== 0) return code;
   }
@@ -84,7 +95,9 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
   let agent: ChildProcess | undefined;
   let shuttingDown = false;
   const exitNote = (c: ChildProcess | undefined) =>
-    c && (c.exitCode !== null || c.signalCode !== null) ? `exited (${c.exitCode ?? c.signalCode})` : undefined;
+    c && (c.exitCode !== null || c.signalCode !== null)
+      ? `exited (${c.exitCode ?? c.signalCode})`
+      : undefined;
   const shutdown = async () => {
     if (shuttingDown) return;
     shuttingDown = true;
@@ -108,8 +121,9 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
       120_000,
     );
     const tokenFile = path.join(dataDir, "local-agent-token");
-    const agentEnv = { ...env };
-    if (existsSync(tokenFile)) agentEnv.NESTBOX_REGISTRATION_TOKEN = readFileSync(tokenFile, "utf8").trim();
+    const agentEnv: NodeJS.ProcessEnv = { ...env };
+    if (existsSync(tokenFile))
+      agentEnv.NESTBOX_REGISTRATION_TOKEN = readFileSync(tokenFile, "utf8").trim();
     agent = daemon(
       "host agent",
       process.execPath,

@@ -18,10 +18,9 @@ export async function ensureLocalHostToken(
   dataDir: string,
 ): Promise<{ tokenFile: string | undefined }> {
   const file = path.join(dataDir, LOCAL_TOKEN_FILE);
-  const registered = await db.query(
-    "SELECT 1 FROM hosts WHERE name = $1 AND status <> 'pending'",
-    [LOCAL_HOST_NAME],
-  );
+  const registered = await db.query("SELECT 1 FROM hosts WHERE name = $1 AND status <> 'pending'", [
+    LOCAL_HOST_NAME,
+  ]);
   if (registered.length) {
     if (existsSync(file)) rmSync(file);
     return { tokenFile: undefined };
