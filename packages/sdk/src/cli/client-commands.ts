@@ -49,6 +49,8 @@ interface Ctx {
 }
 
 interface Sub {
+  /** One line per form, for the group's usage (without `nestbox <group> `). */
+  synopsis: string[];
   usage: string;
   run(args: string[], ctx: Ctx): Promise<number>;
 }
@@ -186,6 +188,9 @@ function progress(io: CliIo, label: string, total: number | undefined): Transfor
 
 const SANDBOX_SUBS: Record<string, Sub> = {
   create: {
+    synopsis: [
+      "create [--template base] [--vcpus N] [--memory-mb N] [--timeout S] [--env K=V]... [--json]",
+    ],
     usage: `Usage: nestbox sandbox create [--template base] [--vcpus N] [--memory-mb N] [--disk-mb N]
                               [--timeout S] [--env K=V]... [--metadata K=V]...
                               [--no-internet] [--json]
@@ -224,6 +229,7 @@ idle timeout in seconds after which it is paused (0 = never).`,
   },
 
   list: {
+    synopsis: ["list [--state running,paused] [--metadata K=V]... [--json]"],
     usage: `Usage: nestbox sandbox list [--state running,paused] [--metadata K=V]... [--json]
 
 Lists your team's sandboxes, newest first (default: all but stopped and error ones).
@@ -279,6 +285,7 @@ States: ${STATUSES.join(", ")}.`,
   },
 
   get: {
+    synopsis: ["get <id> [--json]"],
     usage: `Usage: nestbox sandbox get <id> [--json]
 
 Prints one sandbox (any status, including stopped).`,
@@ -302,6 +309,7 @@ Prints one sandbox (any status, including stopped).`,
   },
 
   exec: {
+    synopsis: ["exec <id> [--cwd DIR] [--env K=V]... -- <cmd> [args...]"],
     usage: `Usage: nestbox sandbox exec <id> [--cwd DIR] [--env K=V]... [--user U] [--timeout S] -- <cmd> [args...]
 
 Runs <cmd> (no shell: use -- bash -c '…' for one) and streams its stdout and stderr live;
@@ -345,6 +353,7 @@ terminal's is not (use 'sandbox shell' for interactive programs). Ctrl-C kills t
   },
 
   shell: {
+    synopsis: ["shell <id> [--cmd PROGRAM]"],
     usage: `Usage: nestbox sandbox shell <id> [--cmd PROGRAM] [--cwd DIR] [--env K=V]... [--user U] [-- args...]
 
 Opens an interactive terminal in the sandbox (default: the user's login shell). On a terminal
@@ -382,6 +391,7 @@ Exits with the program's exit code.`,
   },
 
   cp: {
+    synopsis: ["cp <local> <id>:<remote>", "cp <id>:<remote> <local>"],
     usage: `Usage: nestbox sandbox cp <local> <id>:<remote>     (upload)
        nestbox sandbox cp <id>:<remote> <local>     (download)
 
@@ -410,6 +420,7 @@ Shows progress on stderr when it is a terminal.`,
   },
 
   pause: {
+    synopsis: ["pause <id>"],
     usage: "Usage: nestbox sandbox pause <id>\n\nPauses a running sandbox, keeping its memory.",
     async run(args, ctx) {
       const [id] = positionals("sandbox pause", parse("sandbox pause", args, {}).positionals, [
@@ -422,6 +433,7 @@ Shows progress on stderr when it is a terminal.`,
   },
 
   resume: {
+    synopsis: ["resume <id> [--timeout S]"],
     usage: `Usage: nestbox sandbox resume <id> [--timeout S]
 
 Resumes a paused sandbox; --timeout sets a new idle timeout (seconds, 0 = never).`,
@@ -438,6 +450,7 @@ Resumes a paused sandbox; --timeout sets a new idle timeout (seconds, 0 = never)
   },
 
   kill: {
+    synopsis: ["kill <id>"],
     usage: "Usage: nestbox sandbox kill <id>\n\nDestroys a sandbox (its record stays, as stopped).",
     async run(args, ctx) {
       const [id] = positionals("sandbox kill", parse("sandbox kill", args, {}).positionals, ["id"]);
@@ -448,6 +461,7 @@ Resumes a paused sandbox; --timeout sets a new idle timeout (seconds, 0 = never)
   },
 
   timeout: {
+    synopsis: ["timeout <id> <seconds>"],
     usage: `Usage: nestbox sandbox timeout <id> <seconds>
 
 Sets the idle timeout after which the sandbox is paused (0 = never).`,
@@ -527,6 +541,7 @@ async function download(ctx: Ctx, id: string, remote: string, local: string): Pr
 
 const TEMPLATE_SUBS: Record<string, Sub> = {
   list: {
+    synopsis: ["list [--json]"],
     usage:
       "Usage: nestbox template list [--json]\n\nLists your team's templates and the platform's.",
     async run(args, ctx) {
@@ -557,6 +572,7 @@ const TEMPLATE_SUBS: Record<string, Sub> = {
   },
 
   snapshot: {
+    synopsis: ["snapshot <sandbox-id> <name>"],
     usage: `Usage: nestbox template snapshot <sandbox-id> <name>
 
 Turns a running or paused sandbox into the team template <name>; the sandbox is destroyed.
@@ -573,6 +589,7 @@ Names: 1-63 characters a-z, 0-9, . _ - (starting with a letter or digit).`,
   },
 
   delete: {
+    synopsis: ["delete <name>"],
     usage: "Usage: nestbox template delete <name>\n\nDeletes a team template.",
     async run(args, ctx) {
       const w = "template delete";
@@ -588,10 +605,7 @@ Names: 1-63 characters a-z, 0-9, . _ - (starting with a letter or digit).`,
 // ── Dispatch ──────────────────────────────────────────────────────────────────────────────────
 
 function groupUsage(group: string, summary: string, subs: Record<string, Sub>): string {
-  const lines = Object.values(subs).map((s) => {
-    const first = (s.usage.split("\n")[0] ?? "").replace(/^Usage: nestbox /, "");
-    return `  ${first}`;
-  });
+  const lines = Object.values(subs).flatMap((s) => s.synopsis.map((l) => `  ${l}`));
   return `Usage: nestbox ${group} <command> [options]
 
 ${summary}
