@@ -348,6 +348,8 @@ terminal's is not (use 'sandbox shell' for interactive programs). Ctrl-C kills t
         return code >= 0 && code <= 255 ? code : 1;
       } finally {
         process.off("SIGINT", onSigint);
+        // Input the command never read must not keep this process waiting for more of it.
+        if (forwardStdin) (io.stdin as NodeJS.ReadableStream & { destroy?(): void }).destroy?.();
       }
     },
   },

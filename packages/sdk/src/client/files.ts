@@ -18,7 +18,7 @@ function bodyOf(data: UploadSource): NonNullable<RequestInit["body"]> {
   return Readable.toWeb(readable) as unknown as ReadableStream<Uint8Array>;
 }
 
-const query = (path: string) => `?${new URLSearchParams({ path }).toString()}`;
+const query = (path: string) => `?path=${encodeURIComponent(path)}`;
 
 /** Files in a running sandbox; paths are absolute. */
 export class Files {
