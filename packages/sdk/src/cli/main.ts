@@ -16,7 +16,14 @@ interface Command {
 
 const HELP_FLAGS = new Set(["-h", "--help"]);
 /** Commands that print their own detailed --help. */
-const DAEMONS_WITH_OWN_HELP = new Set(["envd", "agent", "server", "migrate"]);
+const DAEMONS_WITH_OWN_HELP = new Set([
+  "envd",
+  "agent",
+  "server",
+  "migrate",
+  "sandbox",
+  "template",
+]);
 
 /** Runs a child with our stdio and forwards Ctrl-C/SIGTERM, resolving to its exit code. */
 function runChild(
@@ -73,7 +80,9 @@ const commands: Record<string, Command> = {
     summary: "run the control plane (REST API, database, scheduling; no root needed)",
     usage: "Usage: nestbox server [options]   (see nestbox server --help)",
     async run(args) {
-      const server = (await import("@nestbox/server/main")) as { main(argv: string[]): Promise<void> };
+      const server = (await import("@nestbox/server/main")) as {
+        main(argv: string[]): Promise<void>;
+      };
       await server.main(args);
       return 0;
     },
@@ -82,7 +91,9 @@ const commands: Record<string, Command> = {
     summary: "apply database migrations (also done by the server at start)",
     usage: "Usage: nestbox migrate [options]   (see nestbox migrate --help)",
     async run(args) {
-      const m = (await import("@nestbox/server/db/cli-migrate")) as { runMigrate(argv: string[]): Promise<number> };
+      const m = (await import("@nestbox/server/db/cli-migrate")) as {
+        runMigrate(argv: string[]): Promise<number>;
+      };
       return m.runMigrate(args);
     },
   },

@@ -74,7 +74,11 @@ export async function authenticateUserToken(deps: AppDeps, token: string): Promi
 /** Resolves the caller into `c.get("caller")` before the handler (and before body validation). */
 export function requireCaller(deps: AppDeps, options: CallerOptions): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
-    c.set("caller", await authenticateRequestHeaders(deps, c.req.raw.headers, options));
+    // Routers mounted on the same paths may each guard them; authenticate once per request
+    // (unless this guard is stricter: user sessions only).
+    const already = c.get("caller") as Caller | undefined;
+    if (!already || (!options.apiKey && already.kind !== "user"))
+      c.set("caller", await authenticateRequestHeaders(deps, c.req.raw.headers, options));
     await next();
   });
 }

@@ -13,7 +13,12 @@ export class AgentClients {
   get(hostId: string, address: string): AgentClient {
     const cached = this.clients.get(hostId);
     if (cached && cached.address === address) return cached.client;
-    const transport = createConnectTransport({ baseUrl: address, httpVersion: "1.1" });
+    // Binary protobuf: file chunks would otherwise travel base64-encoded in JSON.
+    const transport = createConnectTransport({
+      baseUrl: address,
+      httpVersion: "1.1",
+      useBinaryFormat: true,
+    });
     const client = createClient(HostAgentService, transport);
     this.clients.set(hostId, { address, client });
     return client;
