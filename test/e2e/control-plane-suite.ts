@@ -3,9 +3,39 @@
  * cases run for every runtime (and the two database kinds are split across the runtimes).
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { NestboxClient } from "@nestbox/sdk/client";
 import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
+
+/** `mib` MiB of deterministic pseudo-random bytes, produced as they are read, and their digest. */
+function generated(mib: number): { stream: Readable; digest: Promise<string> } {
+  const hash = createHash("sha256");
+  const block = Buffer.alloc(1 << 20);
+  let sent = 0;
+  let done!: (hex: string) => void;
+  const digest = new Promise<string>((r) => {
+    done = r;
+  });
+  const stream = new Readable({
+    read() {
+      if (sent === mib) {
+        done(hash.digest("hex"));
+        this.push(null);
+        return;
+      }
+      for (let i = 0; i < block.length; i += 4)
+        block.writeUInt32LE((sent * 2654435761 + i * 40503) >>> 0, i);
+      const chunk = Buffer.from(block);
+      hash.update(chunk);
+      sent++;
+      this.push(chunk);
+    },
+  });
+  return { stream, digest };
+}
 
 async function until<T>(
   what: string,
@@ -303,6 +333,89 @@ export function controlPlaneSuite(o: StackOptions): void {
       } while (token);
       assert.deepEqual(new Set(seen), new Set(mine.map((m) => m.id)));
       assert.equal(seen.length, 3);
+    });
+
+    it("streams commands over WebSocket, runs background processes and drives a terminal", async () => {
+      const sb = await create();
+      const client = new NestboxClient({ apiUrl: s.apiUrl, apiKey: s.adminKey });
+      const chunks: string[] = [];
+      const code = await client.execStream(
+        sb.id,
+        "/bin/sh",
+        ["-c", "for i in 1 2 3; do echo $i; sleep 0.2; done; echo oops >&2; exit 5"],
+        {
+          onStdout: (b) => chunks.push(b.toString()),
+          onStderr: (b) => chunks.push(`E:${b.toString()}`),
+        },
+      );
+      assert.equal(code, 5);
+      assert.equal(chunks.filter((c) => !c.startsWith("E:")).join(""), "1\n2\n3\n");
+      assert.ok(chunks.includes("E:oops\n"));
+      assert.ok(chunks.filter((c) => !c.startsWith("E:")).length >= 2, "output was not streamed");
+
+      const handle = await client.startExecStream(sb.id, "/bin/sleep", ["100"]);
+      await handle.kill();
+      assert.notEqual(await handle.exitCode, 0);
+      assert.equal((await sh(sb.id, "pgrep -c -x sleep || true")).stdout.trim(), "0");
+
+      const bg = await client.processes.start(sb.id, {
+        cmd: "/bin/sleep",
+        args: ["300"],
+        tag: "napper",
+      });
+      assert.equal(bg.tag, "napper");
+      const listed = await client.processes.list(sb.id);
+      assert.ok(listed.some((p) => p.pid === bg.pid && p.tag === "napper"));
+      await client.processes.signal(sb.id, "napper", "SIGKILL");
+      await until("the background process to go", async () =>
+        (await client.processes.list(sb.id)).some((p) => p.pid === bg.pid) ? undefined : true,
+      );
+
+      let screen = "";
+      const term = await client.pty(
+        sb.id,
+        { cols: 80, rows: 24, tag: "term1" },
+        { onData: (b) => (screen += b.toString()) },
+      );
+      await term.ready();
+      await term.write("echo pty-$((6*7))\n");
+      await until("terminal output", async () => (screen.includes("pty-42") ? true : undefined));
+      await term.resize({ cols: 120, rows: 40 });
+      await term.write("stty size\n");
+      await until("the new size", async () => (screen.includes("40 120") ? true : undefined));
+      term.close();
+      let again = "";
+      const back = await client.ptyConnect(sb.id, "term1", {
+        onData: (b) => (again += b.toString()),
+      });
+      await back.ready();
+      await back.write("echo still-$((1+1))\n");
+      await until("output after reconnecting", async () =>
+        again.includes("still-2") ? true : undefined,
+      );
+      await back.write("exit 4\n");
+      assert.equal(await back.exitCode, 4);
+    });
+
+    it("round-trips a 200 MiB file with the same checksum", async () => {
+      const sb = await create();
+      const client = new NestboxClient({ apiUrl: s.apiUrl, apiKey: s.adminKey });
+      const src = generated(200);
+      const entry = await client.files.upload(sb.id, "/tmp/big.bin", src.stream);
+      assert.equal(entry.size, 200 << 20);
+      const down = createHash("sha256");
+      let bytes = 0;
+      for await (const chunk of (await client.files.download(
+        sb.id,
+        "/tmp/big.bin",
+      )) as unknown as AsyncIterable<Uint8Array>) {
+        down.update(chunk);
+        bytes += chunk.length;
+      }
+      assert.equal(bytes, 200 << 20);
+      assert.equal(down.digest("hex"), await src.digest);
+      const inside = await sh(sb.id, "sha256sum /tmp/big.bin | cut -d' ' -f1");
+      assert.equal(inside.stdout.trim(), await src.digest);
     });
 
     it("cleans up: destroying every sandbox leaves nothing on the host", async () => {
