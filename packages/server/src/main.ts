@@ -47,6 +47,9 @@ Options:
   --all-in-one             also seed an admin user, the platform team and an admin API key
                            (<data-dir>/admin-api-key), and a registration token for the local
                            host agent (<data-dir>/local-agent-token); used by 'nestbox up'
+  --bootstrap-admin <email>  multi-host deployments: make sure this platform admin exists
+                           (password in <data-dir>/admin-password, API key in
+                           <data-dir>/admin-api-key, both 0600); idempotent
   -h, --help               this help
 
 Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
@@ -66,6 +69,8 @@ export interface StartOptions {
   config: ServerConfig;
   allInOne?: boolean;
   adminApiKey?: string;
+  /** Seed this platform admin (and the admin key file) without the all-in-one local host. */
+  bootstrapAdminEmail?: string;
   /** Reconcile interval; tests shorten it. */
   reconcileMs?: number;
   log?: (line: string) => void;
@@ -160,6 +165,7 @@ export async function main(argv: string[]): Promise<void> {
       domain: { type: "string", default: process.env.NESTBOX_DOMAIN ?? "localhost" },
       "public-url": { type: "string", default: process.env.NESTBOX_PUBLIC_URL },
       "all-in-one": { type: "boolean", default: false },
+      "bootstrap-admin": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -191,6 +197,7 @@ export async function main(argv: string[]): Promise<void> {
   const running = await startServer({
     config,
     allInOne: values["all-in-one"],
+    bootstrapAdminEmail: values["bootstrap-admin"],
     adminApiKey: process.env.NESTBOX_ADMIN_API_KEY || undefined,
   });
   await new Promise<void>((resolve) => {
