@@ -159,7 +159,14 @@ export function controlPlaneSuite(o: StackOptions): void {
     });
 
     it("picks up the agent's TTL auto-pause and notices sandboxes that vanished", async () => {
-      const idle = await create({ timeout_sec: 2 });
+      // Never auto-paused at first; the new timeout reaches the host's reaper.
+      const idle = await create({ timeout_sec: 0 });
+      await sleep(2500);
+      assert.equal((await s.api("GET", `/v1/sandboxes/${idle.id}`)).body.status, "running");
+      assert.equal(
+        (await s.api("POST", `/v1/sandboxes/${idle.id}/timeout`, { timeout_sec: 2 })).status,
+        200,
+      );
       const paused = await until(
         "auto-pause in the database",
         async () => {

@@ -196,6 +196,12 @@ export function createHostAgentService(
         return { sizeBytes: BigInt(sizeBytes) };
       }),
 
+    setSandboxTimeout: (req) =>
+      guard(async () => {
+        m.setTimeout(requireId(req.sandboxId), req.timeoutSec);
+        return {};
+      }),
+
     pingSandbox: (req) =>
       guard(async () => {
         const rec = m.get(requireId(req.sandboxId));

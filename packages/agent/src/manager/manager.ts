@@ -134,6 +134,19 @@ export class SandboxManager {
     rec.lastActiveAtMs = Date.now();
   }
 
+  /** A new idle timeout (0 = never auto-pause), counted from now. */
+  setTimeout(id: string, timeoutSec: number): SandboxRecord {
+    if (!Number.isInteger(timeoutSec) || timeoutSec < 0 || timeoutSec > 31 * 86400)
+      throw invalid("timeout_sec must be between 0 and 31 days");
+    const rec = this.get(id);
+    if (rec.status !== "running" && rec.status !== "paused")
+      throw precondition(`sandbox ${id} is ${rec.status}`);
+    rec.timeoutSec = timeoutSec;
+    rec.lastActiveAtMs = Date.now();
+    this.persist(rec);
+    return rec;
+  }
+
   envd(id: string): EnvdClient {
     const rec = this.get(id);
     if (rec.status !== "running") throw precondition(`sandbox ${id} is ${rec.status}, not running`);

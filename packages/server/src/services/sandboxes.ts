@@ -275,16 +275,19 @@ export class SandboxService implements SandboxAccess {
     await this.touch(sandboxId);
   }
 
-  /**
-   * Sets the idle timeout. The agent's TTL reaper gets it at the next resume and — for a
-   * running sandbox — now, through SetSandboxTimeout when the agent supports it.
-   */
+  /** Sets the idle timeout (0 = never auto-pause), on the host first, then in the database. */
   async setTimeout(teamId: string, sandboxId: string, timeoutSec: number): Promise<SandboxRow> {
     const row = await this.get(teamId, sandboxId);
-    if (!["running", "paused", "pending"].includes(row.status))
+    if (row.status !== "running" && row.status !== "paused")
       throw invalidState(`sandbox ${sandboxId} is ${row.status}`);
     if (timeoutSec < 0 || !Number.isInteger(timeoutSec))
       throw badRequest("timeout_sec must be a non-negative integer", "timeout_sec");
+    const agent = await this.agentFor(row);
+    try {
+      await agent.setSandboxTimeout({ sandboxId, timeoutSec });
+    } catch (err) {
+      throw agentFailure(sandboxId, "set timeout", err);
+    }
     const updated = await setSandboxTimeout(this.db, sandboxId, timeoutSec);
     if (!updated) throw notFound(`sandbox ${sandboxId}`);
     return updated;
