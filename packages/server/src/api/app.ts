@@ -17,9 +17,7 @@ export function newRouter(): OpenAPIHono<AppEnv> {
       if (!result.success) {
         const issue = result.error.issues[0];
         const field = issue?.path.join(".") || undefined;
-        const message = issue
-          ? `${field ? `${field}: ` : ""}${issue.message}`
-          : "invalid request";
+        const message = issue ? `${field ? `${field}: ` : ""}${issue.message}` : "invalid request";
         throw badRequest(message, field);
       }
     },

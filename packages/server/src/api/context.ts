@@ -1,5 +1,5 @@
-import type { Db } from "../db/db.js";
 import type { ServerConfig } from "../config.js";
+import type { Db } from "../db/db.js";
 import type { SandboxAccess } from "../services/sandbox-access.js";
 
 export type Role = "owner" | "admin" | "member";
