@@ -318,7 +318,7 @@ export function controlPlaneSuite(o: StackOptions): void {
         assert.equal(typeof r.body.error?.message, "string");
         if (field) assert.equal(r.body.error.field, field, JSON.stringify(r.body));
       }
-      const unauth = await s.api("GET", "/v1/sandboxes", undefined, "nbx_" + "0".repeat(40));
+      const unauth = await s.api("GET", "/v1/sandboxes", undefined, `nbx_${"0".repeat(40)}`);
       assert.equal(unauth.status, 401);
     });
 
