@@ -14,6 +14,9 @@ Options:
   --listen <host:port>      control plane address (default 127.0.0.1:3000)
   --agent-listen <host:port> host agent address (default 127.0.0.1:50051)
   --runtime qemu|namespace  sandbox runtime (default qemu)
+  --agent-instance <letter> the agent's instance letter (its namespaces, veths, state;
+                            default the agent's: s)
+  --agent-slots <lo-hi>     network slots the agent may use (default the agent's: all)
   --data-dir <dir>          state directory (default $NESTBOX_DIR or /var/lib/nestbox)
   --skip-image              do not build or check the guest image
   -h, --help                this help
@@ -25,9 +28,13 @@ interface UpDeps {
   runImageBuild(args: string[]): Promise<number>;
 }
 
-/** A child that prefixes nothing (both daemons log with their component) and is killed with us. */
+/**
+ * A child that prefixes nothing (both daemons log with their component). It gets its own
+ * process group: a terminal's Ctrl-C reaches only `up`, which stops the daemons in order (the
+ * agent pauses sandboxes first) instead of both receiving SIGINT at once and then SIGTERM again.
+ */
 function daemon(name: string, file: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(file, args, { stdio: ["ignore", "inherit", "inherit"], env });
+  const child = spawn(file, args, { stdio: ["ignore", "inherit", "inherit"], env, detached: true });
   child.once("error", (err) =>
     process.stderr.write(`nestbox up: ${name} failed to start: ${err.message}\n`),
   );
@@ -64,14 +71,21 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
       "agent-listen": { type: "string", default: "127.0.0.1:50051" },
       runtime: { type: "string", default: "qemu" },
       "data-dir": { type: "string", default: process.env.NESTBOX_DIR ?? "/var/lib/nestbox" },
+      "agent-instance": { type: "string" },
+      "agent-slots": { type: "string" },
       "skip-image": { type: "boolean", default: false },
     },
     strict: true,
   });
+  const usage = (message: string) => Object.assign(new Error(message), { name: "UsageError" });
   if (values.runtime !== "qemu" && values.runtime !== "namespace")
-    throw Object.assign(new Error(`--runtime must be qemu or namespace, got ${values.runtime}`), {
-      name: "UsageError",
-    });
+    throw usage(`--runtime must be qemu or namespace, got ${values.runtime}`);
+  const instance = values["agent-instance"];
+  if (instance !== undefined && !/^[a-z]$/.test(instance))
+    throw usage(`--agent-instance must be one letter a-z, got ${instance}`);
+  const slots = values["agent-slots"];
+  if (slots !== undefined && !/^\d+-\d+$/.test(slots))
+    throw usage(`--agent-slots must be <lo>-<hi>, got ${slots}`);
   if (typeof process.getuid === "function" && process.getuid() !== 0)
     throw new Error("nestbox up starts a host agent, which needs root (namespaces, TAP, nftables)");
   const dataDir = path.resolve(values["data-dir"]);
@@ -93,26 +107,40 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
     env,
   );
   let agent: ChildProcess | undefined;
-  let shuttingDown = false;
+  let stopping: Promise<void> | undefined;
   const exitNote = (c: ChildProcess | undefined) =>
     c && (c.exitCode !== null || c.signalCode !== null)
       ? `exited (${c.exitCode ?? c.signalCode})`
       : undefined;
-  const shutdown = async () => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    process.stderr.write("nestbox up: stopping (sandboxes are paused)…\n");
-    // The agent first: it pauses sandboxes while the control plane can still hear about it.
-    if (agent) {
-      agent.kill("SIGTERM");
-      await stopped(agent);
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      process.stderr.write("nestbox up: stopping (sandboxes are paused)…\n");
+      // The agent first: it pauses sandboxes while the control plane can still hear about it.
+      if (agent) {
+        agent.kill("SIGTERM");
+        await stopped(agent);
+      }
+      server.kill("SIGTERM");
+      await stopped(server);
+    })());
+  let onFirstSignal = () => {};
+  const signalled = new Promise<void>((resolve) => {
+    onFirstSignal = resolve;
+  });
+  const onSignal = () => {
+    if (!stopping) {
+      onFirstSignal();
+      void shutdown();
+      return;
     }
-    server.kill("SIGTERM");
-    await stopped(server);
+    // A second Ctrl-C: the user does not want to wait. Sandboxes not paused yet keep running
+    // and are re-adopted by the next 'nestbox up'.
+    process.stderr.write("nestbox up: stopping now, without waiting for the pauses\n");
+    for (const c of [agent, server]) if (c && !exitNote(c)) c.kill("SIGKILL");
   };
-  const onSignal = () => void shutdown();
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  // SIGHUP too: the daemons are in their own process group, so a closed terminal reaches only us.
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  for (const sig of signals) process.on(sig, onSignal);
   try {
     await waitFor(
       "control plane",
@@ -120,6 +148,10 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
       () => exitNote(server),
       120_000,
     );
+    if (stopping) {
+      await stopping;
+      return 0;
+    }
     const tokenFile = path.join(dataDir, "local-agent-token");
     const agentEnv: NodeJS.ProcessEnv = { ...env };
     if (existsSync(tokenFile))
@@ -139,20 +171,25 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
         "--control-plane",
         apiUrl,
         "--pause-on-exit",
+        ...(instance ? ["--instance", instance] : []),
+        ...(slots ? ["--slots", slots] : []),
       ],
       agentEnv,
     );
     const keyFile = path.join(dataDir, "admin-api-key");
+    // The agent's layout: <data-dir>/agent/<instance, default s>/credentials.json.
+    const credentialsFile = path.join(dataDir, "agent", instance ?? "s", "credentials.json");
     const apiKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
     await waitFor(
       "host agent",
       async () => {
         const res = await fetch(`${apiUrl}/v1/templates`, { headers: { "X-API-Key": apiKey } });
         if (!res.ok) return false;
-        // The host is online once the reconciler-visible heartbeat path has run; the template
-        // list answering proves the API side, the agent's own port proves the agent side.
+        // The template list answering proves the API side, the agent's own port the agent side,
+        // and its stored credentials that the control plane accepted it (written once the
+        // registration was answered; a restarted agent heartbeats with them right away).
         const agentRes = await fetch(`http://${values["agent-listen"]}/`).catch(() => undefined);
-        return agentRes !== undefined;
+        return agentRes !== undefined && existsSync(credentialsFile);
       },
       () => exitNote(agent),
       15 * 60_000,
@@ -162,21 +199,24 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
         `  export NESTBOX_API_URL=${apiUrl}\n  export NESTBOX_API_KEY=$(cat ${keyFile})\n` +
         "  ./nestbox sandbox create\n\nPress Ctrl-C to stop.\n",
     );
-    await Promise.race([stopped(server), stopped(agent)]);
-    if (!shuttingDown) {
+    await Promise.race([stopped(server), stopped(agent), signalled]);
+    if (!stopping) {
       process.stderr.write(
         `nestbox up: ${exitNote(server) ? "the control plane" : "the host agent"} stopped unexpectedly\n`,
       );
       await shutdown();
       return 1;
     }
+    await stopping;
     return 0;
   } catch (err) {
-    process.stderr.write(`nestbox up: ${err instanceof Error ? err.message : String(err)}\n`);
+    // Stopped by a signal while starting: the daemons' exit is the cause, not an error.
+    const interrupted = stopping !== undefined;
+    if (!interrupted)
+      process.stderr.write(`nestbox up: ${err instanceof Error ? err.message : String(err)}\n`);
     await shutdown();
-    return 1;
+    return interrupted ? 0 : 1;
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    for (const sig of signals) process.off(sig, onSignal);
   }
 }
