@@ -51,3 +51,15 @@ export function writeResult(name: string, data: unknown): string {
 }
 
 export const MiB = 1024 * 1024;
+
+/** The q-quantile of `xs` (nearest rank, no interpolation); NaN for no samples. */
+export function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
+}
+
+/** Milliseconds since a `process.hrtime.bigint()` reading. */
+export const msSince = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
+
+/** One decimal, for tables. */
+export const round = (x: number): number => Math.round(x * 10) / 10;
