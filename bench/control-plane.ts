@@ -357,22 +357,55 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("0.0.0.0", ${GUEST_PORT}), H).serve_forever()
 `;
 
-async function startGuestServer(s: Stack, id: string): Promise<string> {
+/**
+ * The same server in Node, for the diagnostic rows: once with V8's JIT, once with the flags
+ * envd runs with under TCG (images/guest/supervise-envd), to tell the guest's CPU cost of a
+ * JavaScript server from that of the hops in front of it.
+ */
+const GUEST_NODE_SERVER = `
+const http = require("node:http"), fs = require("node:fs"), path = require("node:path");
+const D = ${JSON.stringify(GUEST_DIR)};
+http.createServer((req, res) => {
+  const p = path.join(D, path.basename(req.url.split("?")[0]) || "raw.bin");
+  if (req.method === "PUT") {
+    const f = fs.createWriteStream(p);
+    req.pipe(f);
+    f.on("finish", () => { res.writeHead(200, { "content-length": 0 }); res.end(); });
+    f.on("error", (e) => { res.writeHead(500); res.end(String(e)); });
+    return;
+  }
+  fs.stat(p, (err, st) => {
+    if (err) { res.writeHead(404, { "content-length": 0 }); res.end(); return; }
+    res.writeHead(200, { "content-length": st.size });
+    fs.createReadStream(p, { highWaterMark: 1 << 20 }).pipe(res);
+  });
+}).listen(Number(process.argv[1]), "0.0.0.0");
+`;
+const ENVD_TCG_NODE_FLAGS = ["--no-opt", "--no-sparkplug", "--no-maglev", "--regexp-interpret-all"];
+
+/** Starts a guest server as a background process (REST) and waits until the proxy reaches it. */
+async function startGuestServer(
+  s: Stack,
+  id: string,
+  port: number,
+  cmd: string,
+  args: string[],
+): Promise<string> {
   const started = await s.api("POST", `/v1/sandboxes/${id}/processes`, {
-    cmd: "python3",
-    args: ["-c", GUEST_SERVER],
-    tag: "bench-raw",
+    cmd,
+    args,
+    tag: `bench-${port}`,
   });
   if (started.status !== 201 && started.status !== 200)
     throw new Error(`starting the guest server: ${started.status} ${JSON.stringify(started.body)}`);
-  const base = `${s.agent.url}/proxy/${id}/${GUEST_PORT}`;
+  const base = `${s.agent.url}/proxy/${id}/${port}`;
   for (let i = 0; i < 150; i++) {
     const r = await getDiscard(`${base}/ping`, {}).catch(() => undefined);
     // 502 = the agent's "port is not open"; the guest server answers 404 for a missing file.
     if (r && r.status === 404) return base;
     await sleep(200);
   }
-  throw new Error(`the guest server on :${GUEST_PORT} did not answer through ${base}`);
+  throw new Error(`the guest server on :${port} did not answer through ${base}`);
 }
 
 // ── GET /v1/sandboxes load (in a worker, so the clients do not share the server's loop) ──────
@@ -638,7 +671,24 @@ try {
   const headers = { "X-API-Key": stack.adminKey };
   const filesUrl = (p: string) =>
     `${stack.apiUrl}/v1/sandboxes/${id}/files?path=${encodeURIComponent(p)}`;
-  const rawBase = await startGuestServer(stack, id);
+  const df = await stack.api("POST", `/v1/sandboxes/${id}/exec`, {
+    cmd: "df",
+    args: ["-k", GUEST_DIR],
+  });
+  console.error(`[bench] guest disk:\n${df.body.stdout}`);
+  result.guestDisk = df.body.stdout;
+  const rawBase = await startGuestServer(stack, id, GUEST_PORT, "python3", ["-c", GUEST_SERVER]);
+  const nodeJitBase = await startGuestServer(stack, id, GUEST_PORT + 1, "node", [
+    "-e",
+    GUEST_NODE_SERVER,
+    String(GUEST_PORT + 1),
+  ]);
+  const nodeNoJitBase = await startGuestServer(stack, id, GUEST_PORT + 2, "node", [
+    ...ENVD_TCG_NODE_FLAGS,
+    "-e",
+    GUEST_NODE_SERVER,
+    String(GUEST_PORT + 2),
+  ]);
   const rm = async (p: string) => {
     const r = await stack.api("DELETE", `/v1/sandboxes/${id}/files?path=${encodeURIComponent(p)}`);
     if (r.status !== 204) throw new Error(`rm ${p}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -683,6 +733,16 @@ try {
     "envd POST /files via proxy",
     DIAG,
   );
+  transfer.nodeJitUp = await measured(
+    () => putStream(`${nodeJitBase}/bench-node-jit.bin`, {}, DIAG),
+    "node (JIT) PUT via proxy",
+    DIAG,
+  );
+  transfer.nodeNoJitUp = await measured(
+    () => putStream(`${nodeNoJitBase}/bench-node-nojit.bin`, {}, DIAG),
+    "node (envd's TCG flags) PUT via proxy",
+    DIAG,
+  );
   transfer.rawUp2 = await measured(
     () => putStream(`${rawBase}/bench-raw.bin`, {}, SIZE),
     "raw PUT",
@@ -698,8 +758,19 @@ try {
     "envd GET /files via proxy",
     DIAG,
   );
+  transfer.nodeJitDown = await measured(
+    () => getDiscard(`${nodeJitBase}/bench-node-jit.bin`, {}),
+    "node (JIT) GET via proxy",
+    DIAG,
+  );
+  transfer.nodeNoJitDown = await measured(
+    () => getDiscard(`${nodeNoJitBase}/bench-node-nojit.bin`, {}),
+    "node (envd's TCG flags) GET via proxy",
+    DIAG,
+  );
   transfer.rawDown = await measured(() => getDiscard(`${rawBase}/bench-raw.bin`, {}), "raw GET");
   for (const p of [restPath, rawPath, diagPath]) await rm(p);
+  for (const f of ["bench-node-jit.bin", "bench-node-nojit.bin"]) await rm(`${GUEST_DIR}/${f}`);
   const rawUp = Math.max(transfer.rawUp1.mibPerS, transfer.rawUp2.mibPerS);
   const upRatio = transfer.restUp.mibPerS / rawUp;
   const downRatio = transfer.restDown.mibPerS / transfer.rawDown.mibPerS;
@@ -724,6 +795,18 @@ try {
     target: "diagnostic: guest side only",
   });
   rows.push({
+    measure: `(3)   node server (JIT) PUT via port proxy, ${DIAG_MIB} MiB`,
+    p50: fmt(transfer.nodeJitUp),
+    p95: "",
+    target: "diagnostic: a JS server in the guest",
+  });
+  rows.push({
+    measure: `(3)   node server (envd's TCG flags) PUT via port proxy, ${DIAG_MIB} MiB`,
+    p50: fmt(transfer.nodeNoJitUp),
+    p95: "",
+    target: "diagnostic: V8 without its optimising tiers",
+  });
+  rows.push({
     measure: "(3) raw HTTP PUT via port proxy (2 runs)",
     p50: `${fmt(transfer.rawUp1)}; ${round(transfer.rawUp2.mibPerS)} MiB/s`,
     p95: "",
@@ -746,6 +829,18 @@ try {
     p50: fmt(transfer.envdDown),
     p95: "",
     target: "diagnostic: guest side only",
+  });
+  rows.push({
+    measure: `(3)   node server (JIT) GET via port proxy, ${DIAG_MIB} MiB`,
+    p50: fmt(transfer.nodeJitDown),
+    p95: "",
+    target: "diagnostic: a JS server in the guest",
+  });
+  rows.push({
+    measure: `(3)   node server (envd's TCG flags) GET via port proxy, ${DIAG_MIB} MiB`,
+    p50: fmt(transfer.nodeNoJitDown),
+    p95: "",
+    target: "diagnostic: V8 without its optimising tiers",
   });
   rows.push({
     measure: "(3) raw HTTP GET via port proxy",
