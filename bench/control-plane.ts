@@ -714,17 +714,27 @@ try {
   const envdFiles = (p: string) =>
     `${stack.agent.url}/proxy/${id}/49983/files?path=${encodeURIComponent(p)}&username=root`;
   const transfer: Record<string, Awaited<ReturnType<typeof measured>>> = {};
-  // Raw first and last for the upload (the better run is the baseline), so a guest disk that
-  // warms up or fills up as the run goes on does not favour one side.
-  transfer.rawUp1 = await measured(
-    () => putStream(`${rawBase}/bench-raw.bin`, {}, SIZE),
-    "raw PUT",
-  );
+  const nodeJitPath = `${GUEST_DIR}/bench-node-jit.bin`;
+  const nodeNoJitPath = `${GUEST_DIR}/bench-node-nojit.bin`;
+  const base = (p: string) => p.slice(GUEST_DIR.length);
+  // The guest disk has about 2 GiB free: each file is removed before the next large one, and
+  // raw runs first and last (the better run is the baseline), so a guest disk or page cache
+  // that changes as the run goes on favours neither side.
+  console.error(`[bench] (3) ${SIZE_MIB} MiB transfers`);
+  transfer.rawUp1 = await measured(() => putStream(rawBase + base(rawPath), {}, SIZE), "raw PUT");
+  transfer.rawDown1 = await measured(() => getDiscard(rawBase + base(rawPath), {}), "raw GET");
   await rm(rawPath);
   transfer.restUp = await measured(() => putStream(filesUrl(restPath), headers, SIZE), "REST PUT");
+  transfer.restDown = await measured(() => getDiscard(filesUrl(restPath), headers), "REST GET");
+  await rm(restPath);
   transfer.agentUp = await measured(
     () => agentUpload(stack, id, diagPath, DIAG),
     "agent WriteFileStream",
+    DIAG,
+  );
+  transfer.agentDown = await measured(
+    () => agentDownload(stack, id, diagPath),
+    "agent ReadFileStream",
     DIAG,
   );
   await rm(diagPath);
@@ -733,46 +743,42 @@ try {
     "envd POST /files via proxy",
     DIAG,
   );
-  transfer.nodeJitUp = await measured(
-    () => putStream(`${nodeJitBase}/bench-node-jit.bin`, {}, DIAG),
-    "node (JIT) PUT via proxy",
-    DIAG,
-  );
-  transfer.nodeNoJitUp = await measured(
-    () => putStream(`${nodeNoJitBase}/bench-node-nojit.bin`, {}, DIAG),
-    "node (envd's TCG flags) PUT via proxy",
-    DIAG,
-  );
-  transfer.rawUp2 = await measured(
-    () => putStream(`${rawBase}/bench-raw.bin`, {}, SIZE),
-    "raw PUT",
-  );
-  transfer.restDown = await measured(() => getDiscard(filesUrl(restPath), headers), "REST GET");
-  transfer.agentDown = await measured(
-    () => agentDownload(stack, id, diagPath),
-    "agent ReadFileStream",
-    DIAG,
-  );
   transfer.envdDown = await measured(
     () => getDiscard(envdFiles(diagPath), { "accept-encoding": "identity" }),
     "envd GET /files via proxy",
     DIAG,
   );
+  await rm(diagPath);
+  transfer.nodeJitUp = await measured(
+    () => putStream(nodeJitBase + base(nodeJitPath), {}, DIAG),
+    "node (JIT) PUT via proxy",
+    DIAG,
+  );
   transfer.nodeJitDown = await measured(
-    () => getDiscard(`${nodeJitBase}/bench-node-jit.bin`, {}),
+    () => getDiscard(nodeJitBase + base(nodeJitPath), {}),
     "node (JIT) GET via proxy",
     DIAG,
   );
+  await rm(nodeJitPath);
+  transfer.nodeNoJitUp = await measured(
+    () => putStream(nodeNoJitBase + base(nodeNoJitPath), {}, DIAG),
+    "node (envd's TCG flags) PUT via proxy",
+    DIAG,
+  );
   transfer.nodeNoJitDown = await measured(
-    () => getDiscard(`${nodeNoJitBase}/bench-node-nojit.bin`, {}),
+    () => getDiscard(nodeNoJitBase + base(nodeNoJitPath), {}),
     "node (envd's TCG flags) GET via proxy",
     DIAG,
   );
-  transfer.rawDown = await measured(() => getDiscard(`${rawBase}/bench-raw.bin`, {}), "raw GET");
-  for (const p of [restPath, rawPath, diagPath]) await rm(p);
-  for (const f of ["bench-node-jit.bin", "bench-node-nojit.bin"]) await rm(`${GUEST_DIR}/${f}`);
-  const rawUp = Math.max(transfer.rawUp1.mibPerS, transfer.rawUp2.mibPerS);
-  const upRatio = transfer.restUp.mibPerS / rawUp;
+  await rm(nodeNoJitPath);
+  transfer.rawUp2 = await measured(() => putStream(rawBase + base(rawPath), {}, SIZE), "raw PUT");
+  transfer.rawDown2 = await measured(() => getDiscard(rawBase + base(rawPath), {}), "raw GET");
+  await rm(rawPath);
+  const better = (a: typeof transfer.rawUp1, b: typeof transfer.rawUp1) =>
+    a.mibPerS >= b.mibPerS ? a : b;
+  transfer.rawUp = better(transfer.rawUp1, transfer.rawUp2);
+  transfer.rawDown = better(transfer.rawDown1, transfer.rawDown2);
+  const upRatio = transfer.restUp.mibPerS / transfer.rawUp.mibPerS;
   const downRatio = transfer.restDown.mibPerS / transfer.rawDown.mibPerS;
   const fmt = (x: { mibPerS: number; rssGrowthMiB: number; ms: number }) =>
     `${round(x.mibPerS)} MiB/s (${round(x.ms / 1000)} s), RSS +${round(x.rssGrowthMiB)} MiB`;
@@ -807,8 +813,8 @@ try {
     target: "diagnostic: V8 without its optimising tiers",
   });
   rows.push({
-    measure: "(3) raw HTTP PUT via port proxy (2 runs)",
-    p50: `${fmt(transfer.rawUp1)}; ${round(transfer.rawUp2.mibPerS)} MiB/s`,
+    measure: "(3) raw HTTP PUT via port proxy (better of 2 runs)",
+    p50: `${fmt(transfer.rawUp)}; other ${round(Math.min(transfer.rawUp1.mibPerS, transfer.rawUp2.mibPerS))} MiB/s`,
     p95: "",
     target: "baseline",
   });
@@ -843,8 +849,8 @@ try {
     target: "diagnostic: V8 without its optimising tiers",
   });
   rows.push({
-    measure: "(3) raw HTTP GET via port proxy",
-    p50: fmt(transfer.rawDown),
+    measure: "(3) raw HTTP GET via port proxy (better of 2 runs)",
+    p50: `${fmt(transfer.rawDown)}; other ${round(Math.min(transfer.rawDown1.mibPerS, transfer.rawDown2.mibPerS))} MiB/s`,
     p95: "",
     target: "baseline",
   });
