@@ -24,7 +24,17 @@ import type { Db } from "@nestbox/server/db/db";
 import { AgentClients } from "@nestbox/server/hosts/agent-clients";
 import type { AgentClient } from "@nestbox/server/services/sandbox-access";
 import { type Stack, startStack } from "../test/e2e/control-plane-harness.js";
-import { MiB, msSince, printTable, quantile, round, sampleRss, writeResult } from "./lib.js";
+import {
+  cpuSeconds,
+  MiB,
+  msSince,
+  printTable,
+  qemuPidOf,
+  quantile,
+  round,
+  sampleRss,
+  writeResult,
+} from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -693,17 +703,40 @@ try {
     const r = await stack.api("DELETE", `/v1/sandboxes/${id}/files?path=${encodeURIComponent(p)}`);
     if (r.status !== 204) throw new Error(`rm ${p}: ${r.status} ${JSON.stringify(r.body)}`);
   };
+  // CPU is what this machine runs out of (TCG emulates the guest's share on the host), so each
+  // transfer also reports the CPU seconds per GiB it cost each process on the path.
+  const qemuPid = qemuPidOf(id);
+  const agentPid = stack.agent.child.pid;
+  if (!qemuPid || !agentPid) throw new Error(`no QEMU (${qemuPid}) or agent (${agentPid}) pid`);
+  const cpuNow = () => {
+    const self = process.cpuUsage();
+    return {
+      self: (self.user + self.system) / 1e6,
+      agent: cpuSeconds(agentPid),
+      qemu: cpuSeconds(qemuPid),
+    };
+  };
   const measured = async (fn: () => Promise<HttpResult>, what: string, size = SIZE) => {
     const before = process.memoryUsage.rss();
     const sampler = sampleRss(process.pid);
+    const cpu0 = cpuNow();
     const t0 = Date.now();
     const r = await fn();
     const peak = sampler.stop();
+    const cpu1 = cpuNow();
     if (r.status !== 200) throw new Error(`${what}: ${r.status} ${r.body.slice(0, 500)}`);
     if (r.bytes !== size) throw new Error(`${what}: ${r.bytes} bytes, expected ${size}`);
     const mibPerS = size / MiB / (r.ms / 1000);
+    const perGiB = (k: keyof typeof cpu0) => ((cpu1[k] - cpu0[k]) * 1024 * MiB) / size;
+    const cpuPerGiB = { self: perGiB("self"), agent: perGiB("agent"), qemu: perGiB("qemu") };
     console.error(`[bench] ${what}: ${round(mibPerS)} MiB/s (${Date.now() - t0} ms)`);
-    return { ...r, sizeMiB: size / MiB, mibPerS, rssGrowthMiB: (peak - before) / MiB };
+    return {
+      ...r,
+      sizeMiB: size / MiB,
+      mibPerS,
+      rssGrowthMiB: (peak - before) / MiB,
+      cpuPerGiB,
+    };
   };
   const restPath = `${GUEST_DIR}/bench-rest.bin`;
   const rawPath = `${GUEST_DIR}/bench-raw.bin`;
@@ -780,77 +813,91 @@ try {
   transfer.rawDown = better(transfer.rawDown1, transfer.rawDown2);
   const upRatio = transfer.restUp.mibPerS / transfer.rawUp.mibPerS;
   const downRatio = transfer.restDown.mibPerS / transfer.rawDown.mibPerS;
+  const cpuCol = (x: { cpuPerGiB: { self: number; agent: number; qemu: number } }) =>
+    `${round(x.cpuPerGiB.self)} / ${round(x.cpuPerGiB.agent)} / ${round(x.cpuPerGiB.qemu)}`;
   const fmt = (x: { mibPerS: number; rssGrowthMiB: number; ms: number }) =>
     `${round(x.mibPerS)} MiB/s (${round(x.ms / 1000)} s), RSS +${round(x.rssGrowthMiB)} MiB`;
   rows.push({
     measure: `(3) REST PUT …/files, ${SIZE_MIB} MiB`,
     p50: fmt(transfer.restUp),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.restUp),
     p95: "",
     target: `≥ 50 % of raw: ${round(upRatio * 100)} %, ${upRatio >= TRANSFER_TARGET ? "met" : "NOT met"}`,
   });
   rows.push({
     measure: `(3)   agent WriteFileStream, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.agentUp),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.agentUp),
     p95: "",
     target: "diagnostic: no control plane",
   });
   rows.push({
     measure: `(3)   envd POST /files via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.envdUp),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.envdUp),
     p95: "",
     target: "diagnostic: guest side only",
   });
   rows.push({
     measure: `(3)   node server (JIT) PUT via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.nodeJitUp),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.nodeJitUp),
     p95: "",
     target: "diagnostic: a JS server in the guest",
   });
   rows.push({
     measure: `(3)   node server (envd's TCG flags) PUT via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.nodeNoJitUp),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.nodeNoJitUp),
     p95: "",
     target: "diagnostic: V8 without its optimising tiers",
   });
   rows.push({
     measure: "(3) raw HTTP PUT via port proxy (better of 2 runs)",
     p50: `${fmt(transfer.rawUp)}; other ${round(Math.min(transfer.rawUp1.mibPerS, transfer.rawUp2.mibPerS))} MiB/s`,
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.rawUp),
     p95: "",
     target: "baseline",
   });
   rows.push({
     measure: `(3) REST GET …/files, ${SIZE_MIB} MiB`,
     p50: fmt(transfer.restDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.restDown),
     p95: "",
     target: `≥ 50 % of raw: ${round(downRatio * 100)} %, ${downRatio >= TRANSFER_TARGET ? "met" : "NOT met"}`,
   });
   rows.push({
     measure: `(3)   agent ReadFileStream, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.agentDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.agentDown),
     p95: "",
     target: "diagnostic: no control plane",
   });
   rows.push({
     measure: `(3)   envd GET /files via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.envdDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.envdDown),
     p95: "",
     target: "diagnostic: guest side only",
   });
   rows.push({
     measure: `(3)   node server (JIT) GET via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.nodeJitDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.nodeJitDown),
     p95: "",
     target: "diagnostic: a JS server in the guest",
   });
   rows.push({
     measure: `(3)   node server (envd's TCG flags) GET via port proxy, ${DIAG_MIB} MiB`,
     p50: fmt(transfer.nodeNoJitDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.nodeNoJitDown),
     p95: "",
     target: "diagnostic: V8 without its optimising tiers",
   });
   rows.push({
     measure: "(3) raw HTTP GET via port proxy (better of 2 runs)",
     p50: `${fmt(transfer.rawDown)}; other ${round(Math.min(transfer.rawDown1.mibPerS, transfer.rawDown2.mibPerS))} MiB/s`,
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.rawDown),
     p95: "",
     target: "baseline",
   });
@@ -863,7 +910,13 @@ try {
     ...Object.fromEntries(
       Object.entries(transfer).map(([k, v]) => [
         k,
-        { sizeMiB: v.sizeMiB, ms: v.ms, mibPerS: v.mibPerS, rssGrowthMiB: v.rssGrowthMiB },
+        {
+          sizeMiB: v.sizeMiB,
+          ms: v.ms,
+          mibPerS: v.mibPerS,
+          rssGrowthMiB: v.rssGrowthMiB,
+          cpuSecondsPerGiB: v.cpuPerGiB,
+        },
       ]),
     ),
   };

@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -63,3 +64,31 @@ export const msSince = (t0: bigint): number => Number(process.hrtime.bigint() - 
 
 /** One decimal, for tables. */
 export const round = (x: number): number => Math.round(x * 10) / 10;
+
+let clockTicks: number | undefined;
+
+/** CPU time (user + system) a process has used so far, in seconds, from /proc. */
+export function cpuSeconds(pid: number): number {
+  clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces), from its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/** The pid of the QEMU process whose command line mentions `needle` (a sandbox id). */
+export function qemuPidOf(needle: string): number | undefined {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+    } catch (err) {
+      // The process exited while we looked.
+      void err;
+      continue;
+    }
+    if (cmdline.startsWith("qemu-system") && cmdline.includes(needle)) return Number(entry);
+  }
+  return undefined;
+}
