@@ -65,7 +65,8 @@ async function main(): Promise<void> {
     );
     execFileSync(
       path.join(root, "node_modules/.bin/biome"),
-      ["format", "--write", `--config-path=${root}`, doc, types],
+      // The temp files are outside the repository, where .gitignore handling does not apply.
+      ["format", "--write", "--vcs-enabled=false", `--config-path=${root}`, doc, types],
       { cwd: out, stdio: "pipe" },
     );
     let stale = false;

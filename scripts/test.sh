@@ -43,6 +43,9 @@ fi
 step "typecheck"
 npm run --silent typecheck
 
+step "generated API types are up to date (OpenAPI from the server's route schemas)"
+node --import tsx scripts/gen-openapi-types.ts --check
+
 if [ "$SKIP_IMAGE" = 0 ]; then
   step "guest image"
   "$NESTBOX_ROOT/nestbox" image build

@@ -410,6 +410,15 @@ export function controlPlaneSuite(o: StackOptions): void {
       const src = generated(200);
       const entry = await client.files.upload(sb.id, "/tmp/big.bin", src.stream);
       assert.equal(entry.size, 200 << 20);
+      assert.equal(entry.owner, "user");
+      await assert.rejects(
+        client.files.upload(sb.id, "/etc/nope", "x"),
+        /permission|denied|forbidden/i,
+      );
+      assert.equal(
+        (await client.files.upload(sb.id, "/etc/yes", "x", { user: "root" })).owner,
+        "root",
+      );
       const down = createHash("sha256");
       let bytes = 0;
       for await (const chunk of (await client.files.download(

@@ -195,7 +195,11 @@ export async function main(argv: string[]): Promise<void> {
       server.close(() => process.exit(1));
     });
   }
+  let stopping = false;
   const stop = async (signal: string) => {
+    // SIGINT and SIGTERM may both arrive (a terminal's Ctrl-C and a supervisor): stop once.
+    if (stopping) return;
+    stopping = true;
     if (values["pause-on-exit"]) {
       // All-in-one mode: Ctrl-C should leave no VM running; paused sandboxes are re-adopted and
       // resumable after the next start.

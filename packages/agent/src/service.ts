@@ -137,7 +137,7 @@ export function createHostAgentService(
         const meta = first.value.content.value;
         const envd = m.envd(requireId(meta.sandboxId));
         const body = new PassThrough({ highWaterMark: 4 * FILE_CHUNK });
-        const upload = envd.writeFile(requirePath(meta.path), body);
+        const upload = envd.writeFile(requirePath(meta.path), body, meta.user || "root");
         // Forward chunks with backpressure: wait for drain instead of buffering the file.
         const pump = (async () => {
           for (let n = await it.next(); !n.done; n = await it.next()) {

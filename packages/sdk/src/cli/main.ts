@@ -180,7 +180,11 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== 0) process.exit(code);
+    // Daemons return 0 while their servers keep the process alive; a command's non-zero exit
+    // code is set without cutting off sockets still closing (a WebSocket), and enforced soon.
+    if (code === 0) return;
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), 2000).unref();
   },
   (err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);

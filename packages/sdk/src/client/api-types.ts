@@ -2982,6 +2982,8 @@ export interface paths {
       parameters: {
         query: {
           path: string;
+          /** @description Linux user the file is written as (default: user; root to write anywhere) */
+          user?: string;
         };
         header?: never;
         path: {
@@ -3073,6 +3075,8 @@ export interface paths {
       parameters: {
         query: {
           path: string;
+          /** @description Linux user the file is written as (default: user; root to write anywhere) */
+          user?: string;
         };
         header?: never;
         path: {

@@ -32,10 +32,14 @@ export class Files {
     id: string,
     path: string,
     data: UploadSource,
-    opts: { signal?: AbortSignal } = {},
+    opts: {
+      signal?: AbortSignal /** Owner of the file (default: user; root writes anywhere). */;
+      user?: string;
+    } = {},
   ): Promise<FileEntry> {
     const body = bodyOf(data);
-    const res = await this.t.fetch(`/v1/sandboxes/${seg(id)}/files${query(path)}`, {
+    const as = opts.user ? `&user=${encodeURIComponent(opts.user)}` : "";
+    const res = await this.t.fetch(`/v1/sandboxes/${seg(id)}/files${query(path)}${as}`, {
       method: "PUT",
       headers: { "content-type": "application/octet-stream" },
       body,

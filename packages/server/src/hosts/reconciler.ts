@@ -13,6 +13,8 @@ const PENDING_GRACE_MS = 5 * 60_000;
 
 export interface ReconcileReport {
   hostsChecked: number;
+  /** Online hosts whose ListSandboxes failed in this pass. */
+  hostsFailed: number;
   changes: { sandboxId: string; from: string; to: string }[];
   destroyedOnHost: string[];
 }
@@ -25,6 +27,7 @@ export interface ReconcileReport {
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
 
   constructor(
@@ -34,8 +37,19 @@ export class Reconciler {
   ) {}
 
   start(intervalMs = 15_000): void {
+    let retryMs = 1000;
     const tick = () => {
+      if (this.running) return;
       this.running = this.runOnce()
+        .then((report) => {
+          // A host that did not answer (e.g. an agent still starting next to a restarted
+          // control plane) is asked again soon, backing off, instead of in a full interval.
+          if (report && report.hostsFailed > 0 && retryMs < intervalMs) {
+            this.retry = setTimeout(tick, retryMs);
+            this.retry.unref();
+            retryMs *= 2;
+          } else retryMs = 1000;
+        })
         .catch((err: unknown) => this.log(`[reconciler] pass failed: ${String(err)}`))
         .finally(() => {
           this.running = undefined;
@@ -48,6 +62,7 @@ export class Reconciler {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.retry) clearTimeout(this.retry);
     await this.running;
   }
 
@@ -57,7 +72,12 @@ export class Reconciler {
   }
 
   private async pass(): Promise<ReconcileReport> {
-    const report: ReconcileReport = { hostsChecked: 0, changes: [], destroyedOnHost: [] };
+    const report: ReconcileReport = {
+      hostsChecked: 0,
+      hostsFailed: 0,
+      changes: [],
+      destroyedOnHost: [],
+    };
     const change = async (
       id: string,
       from: string[],
@@ -88,6 +108,7 @@ export class Reconciler {
       } catch (err) {
         // One failed call is not a lost host: heartbeats decide that.
         this.log(`[reconciler] host ${host.id}: ListSandboxes failed: ${String(err)}`);
+        report.hostsFailed++;
         continue;
       }
       report.hostsChecked++;

@@ -35,6 +35,18 @@ const PathQuery = z.object({
   }),
 });
 
+/** Uploads are written as this user (owner of the file and of parents it creates). */
+const UploadQuery = PathQuery.extend({
+  user: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a Linux user name")
+    .default("user")
+    .openapi({
+      param: { name: "user", in: "query" },
+      description: "Linux user the file is written as (default: user; root to write anywhere)",
+    }),
+});
+
 export const FileEntrySchema = z
   .object({
     name: z.string(),
@@ -83,13 +95,14 @@ export async function uploadStream(
   agent: AgentClient,
   sandboxId: string,
   path: string,
+  user: string,
   body: AsyncIterable<Uint8Array | string>,
   signal: AbortSignal,
 ): Promise<void> {
   async function* messages(): AsyncGenerator<
     MessageInitShape<typeof WriteFileStreamRequestSchema>
   > {
-    yield { content: { case: "meta", value: { sandboxId, path } } };
+    yield { content: { case: "meta", value: { sandboxId, path, user } } };
     for await (const chunk of rechunk(body)) yield { content: { case: "chunk", value: chunk } };
   }
   await agent.writeFileStream(messages(), { signal });
@@ -186,7 +199,7 @@ export function fileRoutes(deps: AppDeps): OpenAPIHono<AppEnv> {
       security: [{ apiKey: [] }, { bearer: [] }],
       request: {
         params: SandboxIdParam,
-        query: PathQuery,
+        query: UploadQuery,
         body: {
           required: true,
           content: {
@@ -213,7 +226,11 @@ export function fileRoutes(deps: AppDeps): OpenAPIHono<AppEnv> {
   );
 
   const upload = async (c: Context<AppEnv>, multipart: boolean) => {
-    const { path } = parse(PathQuery, { path: c.req.query("path") }, "path");
+    const { path, user } = parse(
+      UploadQuery,
+      { path: c.req.query("path"), user: c.req.query("user") },
+      "path",
+    );
     let body = requestBody(c);
     if (multipart) {
       const type = c.req.header("content-type") ?? "";
@@ -225,20 +242,21 @@ export function fileRoutes(deps: AppDeps): OpenAPIHono<AppEnv> {
       // Authenticate and find the sandbox before reading anything.
       const { id, agent } = await open(c);
       body = await firstFilePart(body, { "content-type": type });
-      return finishUpload(c, agent, id, path, body);
+      return finishUpload(c, agent, id, path, user, body);
     }
     const { id, agent } = await open(c);
-    return finishUpload(c, agent, id, path, body);
+    return finishUpload(c, agent, id, path, user, body);
   };
   const finishUpload = async (
     c: Context<AppEnv>,
     agent: AgentClient,
     id: string,
     path: string,
+    user: string,
     body: Readable,
   ) => {
     try {
-      await uploadStream(agent, id, path, body, c.req.raw.signal);
+      await uploadStream(agent, id, path, user, body, c.req.raw.signal);
       return c.json(await stat(agent, id, path), 200);
     } catch (err) {
       // Stop reading what the client still sends: the answer is already decided.
