@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
 import { createLogger } from "./log.js";
+import { ForwardAddressError, resolveForwardAddress } from "./ports/address.js";
+import { PortForwarder } from "./ports/forwarder.js";
 import { startEnvdServer } from "./server.js";
 import { EnvdState } from "./state.js";
 import { UserDb } from "./users.js";
@@ -20,6 +22,10 @@ Options:
                         also read from NESTBOX_ENVD_ACCESS_TOKEN)
   --sync-clock          set the system clock from POST /init timestamps (inside a VM, whose
                         clock is stale after a snapshot restore; never on a shared host)
+  --forward-localhost <auto|off|addr>
+                        publish TCP services that listen only on 127.0.0.1/::1 on this
+                        address, same port (default auto: the guest address 169.254.0.21
+                        when this machine has it, i.e. inside a sandbox; off elsewhere)
   --quiet               log warnings and errors only
   --version             print the envd protocol version
   -h, --help            show this help
@@ -36,6 +42,7 @@ export async function main(argv: string[]): Promise<void> {
       "access-token": { type: "string" },
       quiet: { type: "boolean", default: false },
       "sync-clock": { type: "boolean", default: false },
+      "forward-localhost": { type: "string", default: "auto" },
       version: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -53,6 +60,13 @@ export async function main(argv: string[]): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new UsageError(`--port must be an integer 0-65535, got ${values.port}`);
   }
+  let forwardAddress: string | undefined;
+  try {
+    forwardAddress = resolveForwardAddress(values["forward-localhost"]);
+  } catch (error) {
+    if (error instanceof ForwardAddressError) throw new UsageError(error.message);
+    throw error;
+  }
   const db = UserDb.load();
   const defaultUser = values["default-user"] ?? (db.find("user") ? "user" : "root");
   if (!db.find(defaultUser)) throw new UsageError(`--default-user: no such user '${defaultUser}'`);
@@ -68,11 +82,21 @@ export async function main(argv: string[]): Promise<void> {
   const addr = srv.server.address();
   const boundPort = typeof addr === "object" && addr ? addr.port : port;
   log.info("envd listening", { port: boundPort, version: ENVD_VERSION, defaultUser });
+  let forwarder: PortForwarder | undefined;
+  if (forwardAddress) {
+    forwarder = new PortForwarder({
+      externalAddress: forwardAddress,
+      excludePorts: [boundPort],
+      log,
+    });
+    forwarder.start();
+    log.info("forwarding loopback-only ports", { address: forwardAddress });
+  }
   // Tests and supervisors read the bound port from stdout when --port 0 is used.
   process.stdout.write(`envd listening on ${boundPort}\n`);
   const stop = (signal: string) => {
     log.info("shutting down", { signal });
-    srv.close().then(
+    Promise.all([forwarder?.stop(), srv.close()]).then(
       () => process.exit(0),
       () => process.exit(1),
     );
