@@ -8,6 +8,8 @@ import {
   insertPendingSandbox,
   listSandboxes,
   type SandboxListFilter,
+  type SandboxRecord,
+  setSandboxEndAt,
   setSandboxTimeout,
   storedMetricPoints,
   touchSandbox,
@@ -31,6 +33,17 @@ export interface CreateSandboxInput {
   allowInternetAccess?: boolean;
   /** Set by the E2B face (its SDKs send X-Access-Token to envd); /v1 sandboxes leave it empty. */
   envdAccessToken?: string;
+  /**
+   * Absolute lifetime in seconds from when it is running (E2B sandboxes; the expiry job in
+   * services/lifecycle.ts enforces it). Unset: no end, only the idle TTL.
+   */
+  endInSec?: number;
+  /** What the end does: kill (default) or pause. */
+  onTimeout?: "kill" | "pause";
+  autoResume?: boolean;
+  /** False: user ports need the traffic access token at the proxy. */
+  allowPublicTraffic?: boolean;
+  trafficAccessToken?: string;
 }
 
 export const SANDBOX_DEFAULTS = { vcpus: 2, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 };
@@ -81,7 +94,7 @@ export class SandboxService implements SandboxAccess {
     private readonly log: (line: string) => void = (l) => console.log(l),
   ) {}
 
-  async get(teamId: string, sandboxId: string): Promise<SandboxRow> {
+  async get(teamId: string, sandboxId: string): Promise<SandboxRecord> {
     const row = await getSandbox(this.db, teamId, sandboxId);
     if (!row) throw notFound(`sandbox ${sandboxId}`);
     return row;
@@ -111,11 +124,11 @@ export class SandboxService implements SandboxAccess {
     await touchSandbox(this.db, sandboxId);
   }
 
-  list(filter: SandboxListFilter): Promise<SandboxRow[]> {
+  list(filter: SandboxListFilter): Promise<SandboxRecord[]> {
     return listSandboxes(this.db, filter);
   }
 
-  async create(teamId: string, input: CreateSandboxInput): Promise<SandboxRow> {
+  async create(teamId: string, input: CreateSandboxInput): Promise<SandboxRecord> {
     const template = await resolveTemplate(this.db, teamId, this.platformTeamId, input.template);
     if (!template) throw new ApiError(404, "not_found", `template ${input.template} not found`);
     // A snapshot carries its memory image: its size is fixed, and only its host has the files.
@@ -148,6 +161,11 @@ export class SandboxService implements SandboxAccess {
       envVars: { ...template.default_env, ...input.envVars },
       metadata: input.metadata ?? {},
       envdAccessToken: input.envdAccessToken ?? null,
+      endInSec: input.endInSec,
+      onTimeout: input.onTimeout,
+      autoResume: input.autoResume,
+      allowPublicTraffic: input.allowPublicTraffic,
+      trafficAccessToken: input.trafficAccessToken ?? null,
     });
     let lastError: unknown;
     for (const host of hosts) {
@@ -184,6 +202,9 @@ export class SandboxService implements SandboxAccess {
           });
           throw invalidState(`sandbox ${id} was destroyed while it was being created`);
         }
+        // The lifetime counts from now, not from the insert before a possibly slow create.
+        if (input.endInSec !== undefined)
+          return (await setSandboxEndAt(this.db, id, input.endInSec, "exact")) ?? done;
         return done;
       } catch (err) {
         lastError = err;
@@ -246,12 +267,29 @@ export class SandboxService implements SandboxAccess {
     return marked;
   }
 
-  async resume(teamId: string, sandboxId: string, timeoutSec?: number): Promise<SandboxRow> {
+  /**
+   * Resumes a paused sandbox. `timeoutSec` replaces its idle TTL; a sandbox with an absolute end
+   * (E2B) gets a new one, `endInSec` (default: its create timeout) from now, written while it is
+   * still paused so the expiry job never sees it running with its old, passed end.
+   */
+  async resume(
+    teamId: string,
+    sandboxId: string,
+    timeoutSec?: number,
+    endInSec?: number,
+  ): Promise<SandboxRecord> {
     const row = await this.get(teamId, sandboxId);
     if (row.status !== "paused")
       throw invalidState(`sandbox ${sandboxId} is ${row.status}, not paused`);
     const agent = await this.agentFor(row);
     if (timeoutSec !== undefined) await setSandboxTimeout(this.db, sandboxId, timeoutSec);
+    if (row.end_at)
+      await setSandboxEndAt(
+        this.db,
+        sandboxId,
+        endInSec ?? row.lifetime_sec ?? SANDBOX_DEFAULTS.timeoutSec,
+        "exact",
+      );
     try {
       await agent.resumeSandbox({ sandboxId, timeoutSec: timeoutSec ?? row.timeout_sec });
     } catch (err) {

@@ -4,6 +4,23 @@ import { first, type Queryable } from "../db.js";
 /** Statuses that hold resources on a host (or may again): counted by the scheduler and reconciler. */
 export const LIVE_STATUSES: readonly SandboxStatus[] = ["pending", "running", "paused", "missing"];
 
+/**
+ * Lifecycle columns of migration 0002 (absolute end times, the E2B face). Every query here
+ * returns whole rows (`*`), so its rows carry them too.
+ */
+export interface SandboxLifecycleColumns {
+  /** When the expiry job ends the sandbox (kill or pause); null = no end (idle TTL only). */
+  end_at: Date | null;
+  /** Seconds it runs after a resume that names no time (the create timeout); null = no end. */
+  lifetime_sec: number | null;
+  on_timeout: "kill" | "pause";
+  auto_resume: boolean;
+  allow_public_traffic: boolean;
+  traffic_access_token: string | null;
+}
+
+export type SandboxRecord = SandboxRow & SandboxLifecycleColumns;
+
 export interface NewSandbox {
   id: string;
   teamId: string;
@@ -18,13 +35,22 @@ export interface NewSandbox {
   envVars: Record<string, string>;
   metadata: Record<string, string>;
   envdAccessToken: string | null;
+  /** Absolute end: this many seconds from now (E2B sandboxes); unset = no end. */
+  endInSec?: number;
+  onTimeout?: "kill" | "pause";
+  autoResume?: boolean;
+  allowPublicTraffic?: boolean;
+  trafficAccessToken?: string | null;
 }
 
-export async function insertPendingSandbox(db: Queryable, s: NewSandbox): Promise<SandboxRow> {
-  const rows = await db.query<SandboxRow>(
+export async function insertPendingSandbox(db: Queryable, s: NewSandbox): Promise<SandboxRecord> {
+  const rows = await db.query<SandboxRecord>(
     `INSERT INTO sandboxes (id, team_id, host_id, template_id, template, status, vcpus, memory_mb,
-       disk_size_mb, timeout_sec, allow_internet_access, env_vars, metadata, envd_access_token)
-     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13)
+       disk_size_mb, timeout_sec, allow_internet_access, env_vars, metadata, envd_access_token,
+       end_at, lifetime_sec, on_timeout, auto_resume, allow_public_traffic, traffic_access_token)
+     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13,
+       CASE WHEN $14::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $14::integer) END,
+       $14::integer, $15, $16, $17, $18)
      RETURNING *`,
     [
       s.id,
@@ -40,6 +66,11 @@ export async function insertPendingSandbox(db: Queryable, s: NewSandbox): Promis
       JSON.stringify(s.envVars),
       JSON.stringify(s.metadata),
       s.envdAccessToken,
+      s.endInSec ?? null,
+      s.onTimeout ?? "kill",
+      s.autoResume ?? false,
+      s.allowPublicTraffic ?? true,
+      s.trafficAccessToken ?? null,
     ],
   );
   const row = rows[0];
@@ -48,10 +79,10 @@ export async function insertPendingSandbox(db: Queryable, s: NewSandbox): Promis
 }
 
 export const getSandbox = (db: Queryable, teamId: string, id: string) =>
-  first<SandboxRow>(db, "SELECT * FROM sandboxes WHERE id = $1 AND team_id = $2", [id, teamId]);
+  first<SandboxRecord>(db, "SELECT * FROM sandboxes WHERE id = $1 AND team_id = $2", [id, teamId]);
 
 export const getSandboxAnyTeam = (db: Queryable, id: string) =>
-  first<SandboxRow>(db, "SELECT * FROM sandboxes WHERE id = $1", [id]);
+  first<SandboxRecord>(db, "SELECT * FROM sandboxes WHERE id = $1", [id]);
 
 /**
  * Moves a sandbox to `to` only if it is in one of `from` (compare-and-set, so a reconciler and
@@ -63,8 +94,8 @@ export async function transitionSandbox(
   from: readonly SandboxStatus[],
   to: SandboxStatus,
   extra: { error?: string | null; envdVersion?: string; started?: boolean; ended?: boolean } = {},
-): Promise<SandboxRow | undefined> {
-  return first<SandboxRow>(
+): Promise<SandboxRecord | undefined> {
+  return first<SandboxRecord>(
     db,
     `UPDATE sandboxes SET status = $3,
        error = CASE WHEN $4::boolean THEN $5 ELSE error END,
@@ -93,7 +124,7 @@ export async function touchSandbox(db: Queryable, id: string): Promise<void> {
 }
 
 export async function setSandboxTimeout(db: Queryable, id: string, timeoutSec: number) {
-  return first<SandboxRow>(
+  return first<SandboxRecord>(
     db,
     "UPDATE sandboxes SET timeout_sec = $2, updated_at = now() WHERE id = $1 RETURNING *",
     [id, timeoutSec],
@@ -104,12 +135,19 @@ export interface SandboxListFilter {
   teamId: string;
   statuses?: readonly SandboxStatus[];
   metadata?: Record<string, string>;
-  /** Keyset cursor: rows strictly older than this (created_at, id). */
+  /** Keyset cursor: rows strictly after this (created_at, id) in the listing order. */
   after?: { createdAt: Date; id: string };
   limit: number;
+  /** By (created_at, id); default newest first. */
+  order?: "asc" | "desc";
+  /** Only sandboxes started at or after this time. */
+  startedAfter?: Date;
+  /** Only sandboxes of this template (by name). */
+  template?: string;
 }
 
-export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promise<SandboxRow[]> {
+export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promise<SandboxRecord[]> {
+  const asc = f.order === "asc";
   const where = ["team_id = $1"];
   const params: unknown[] = [f.teamId];
   if (f.statuses?.length) {
@@ -120,17 +158,56 @@ export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promis
     params.push(JSON.stringify(f.metadata));
     where.push(`metadata @> $${params.length}::jsonb`);
   }
+  if (f.startedAfter) {
+    params.push(f.startedAfter);
+    where.push(`started_at >= $${params.length}`);
+  }
+  if (f.template !== undefined) {
+    params.push(f.template);
+    where.push(`template = $${params.length}`);
+  }
   if (f.after) {
     params.push(f.after.createdAt, f.after.id);
-    where.push(`(created_at, id) < ($${params.length - 1}, $${params.length})`);
+    where.push(`(created_at, id) ${asc ? ">" : "<"} ($${params.length - 1}, $${params.length})`);
   }
   params.push(f.limit);
-  return db.query<SandboxRow>(
+  const dir = asc ? "ASC" : "DESC";
+  return db.query<SandboxRecord>(
     `SELECT * FROM sandboxes WHERE ${where.join(" AND ")}
-     ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
+     ORDER BY created_at ${dir}, id ${dir} LIMIT $${params.length}`,
     params,
   );
 }
+
+/**
+ * Sets the absolute end: `exact` = now + seconds (may shorten); `extend` = the later of the
+ * current end and now + seconds, leaving a sandbox without an end (null: idle TTL only) as it is.
+ */
+export const setSandboxEndAt = (
+  db: Queryable,
+  id: string,
+  seconds: number,
+  mode: "exact" | "extend",
+) =>
+  first<SandboxRecord>(
+    db,
+    mode === "exact"
+      ? `UPDATE sandboxes SET end_at = now() + make_interval(secs => $2::integer), updated_at = now()
+         WHERE id = $1 RETURNING *`
+      : `UPDATE sandboxes SET updated_at = now(),
+           end_at = CASE WHEN end_at IS NULL THEN NULL
+                    ELSE GREATEST(end_at, now() + make_interval(secs => $2::integer)) END
+         WHERE id = $1 RETURNING *`,
+    [id, seconds],
+  );
+
+/** Running sandboxes whose end has passed, oldest end first (the expiry job's work list). */
+export const expiredRunningSandboxes = (db: Queryable, limit: number) =>
+  db.query<SandboxRecord>(
+    `SELECT * FROM sandboxes WHERE status = 'running' AND end_at IS NOT NULL AND end_at <= now()
+     ORDER BY end_at LIMIT $1`,
+    [limit],
+  );
 
 /** Live sandboxes of one host, for reconciliation. */
 export const liveSandboxesOnHost = (db: Queryable, hostId: string) =>

@@ -1,0 +1,179 @@
+import type { Db } from "../db/db.js";
+import {
+  expiredRunningSandboxes,
+  getSandbox,
+  type SandboxRecord,
+  setSandboxEndAt,
+} from "../db/queries/sandboxes.js";
+import { ApiError, invalidState, notFound } from "../errors.js";
+import type { SandboxService } from "./sandboxes.js";
+
+/** Any number shared by all control planes: only the holder of this lock runs the expiry job. */
+const EXPIRY_LOCK = 0x6e62_0002;
+/** How often the expiry job looks for sandboxes whose end has passed (E2B: within ~1 s). */
+export const EXPIRY_INTERVAL_MS = 500;
+/** A sandbox whose expiry failed (e.g. its host is unreachable) is tried again after this. */
+const EXPIRY_RETRY_MS = 10_000;
+/** Sandboxes handled per pass; the rest wait for the next pass, half a second later. */
+const EXPIRY_BATCH = 50;
+
+export interface ExpiryReport {
+  killed: string[];
+  paused: string[];
+  failed: string[];
+}
+
+/**
+ * Absolute end times (e2b-compat §2.4). A sandbox with an `end_at` runs with no idle TTL on its
+ * host; when the end passes, the expiry job here kills it or, with `on_timeout = 'pause'`,
+ * pauses it. Sandboxes without an end (the /v1 default) live by their host's idle TTL and are
+ * never touched by this job.
+ */
+export class SandboxLifecycle {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  /** Sandbox id → earliest time to try its expiry again after a failure. */
+  private readonly retryAt = new Map<string, number>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly sandboxes: SandboxService,
+    private readonly log: (line: string) => void = (l) => console.log(l),
+  ) {}
+
+  /**
+   * Ends a running sandbox exactly `seconds` from now (this may shorten its life). Not running
+   * (paused, stopped, unknown) is "not found", as for E2B, whose older SDKs fall back to resume
+   * when this fails.
+   */
+  async endIn(teamId: string, sandboxId: string, seconds: number): Promise<SandboxRecord> {
+    const row = await this.sandboxes.get(teamId, sandboxId);
+    if (row.status !== "running" && row.status !== "missing")
+      throw notFound(`running sandbox ${sandboxId}`);
+    const updated = await setSandboxEndAt(this.db, sandboxId, seconds, "exact");
+    if (!updated) throw notFound(`sandbox ${sandboxId}`);
+    return updated;
+  }
+
+  /**
+   * Makes sure the sandbox runs for at least `seconds` more: a running sandbox's end only moves
+   * later (never earlier; no end stays no end); a paused one is resumed and ends `seconds` from
+   * now. `resumed` says which happened. Stopped or failed sandboxes are not found.
+   */
+  async keepRunning(
+    teamId: string,
+    sandboxId: string,
+    seconds: number,
+  ): Promise<{ sandbox: SandboxRecord; resumed: boolean }> {
+    const row = await this.sandboxes.get(teamId, sandboxId);
+    switch (row.status) {
+      case "running":
+      case "missing":
+        return { sandbox: await this.extend(row, seconds), resumed: false };
+      case "paused":
+        break;
+      case "pending":
+        throw invalidState(`sandbox ${sandboxId} is still being created`);
+      default:
+        throw notFound(`sandbox ${sandboxId}`);
+    }
+    try {
+      return {
+        sandbox: await this.sandboxes.resume(teamId, sandboxId, undefined, seconds),
+        resumed: true,
+      };
+    } catch (err) {
+      // A concurrent connect resumed it first: it is running now, which is what was asked.
+      if (!(err instanceof ApiError && err.status === 409)) throw err;
+      const now = await getSandbox(this.db, teamId, sandboxId);
+      if (now?.status !== "running") throw err;
+      return { sandbox: await this.extend(now, seconds), resumed: false };
+    }
+  }
+
+  /** Resumes a paused sandbox for `seconds` (409 when it is not paused). */
+  async resume(teamId: string, sandboxId: string, seconds: number): Promise<SandboxRecord> {
+    const row = await this.sandboxes.get(teamId, sandboxId);
+    if (row.status === "stopped" || row.status === "error") throw notFound(`sandbox ${sandboxId}`);
+    if (row.status !== "paused")
+      throw invalidState(`sandbox ${sandboxId} is ${row.status}, not paused`);
+    return this.sandboxes.resume(teamId, sandboxId, undefined, seconds);
+  }
+
+  private async extend(row: SandboxRecord, seconds: number): Promise<SandboxRecord> {
+    return (await setSandboxEndAt(this.db, row.id, seconds, "extend")) ?? row;
+  }
+
+  start(intervalMs = EXPIRY_INTERVAL_MS): void {
+    const tick = () => {
+      if (this.running) return;
+      this.running = this.expireDue()
+        .catch((err: unknown) => this.log(`[expiry] pass failed: ${String(err)}`))
+        .finally(() => {
+          this.running = undefined;
+        });
+    };
+    this.timer = setInterval(tick, intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** One pass of the expiry job (unless another control plane holds the job's lock). */
+  async expireDue(): Promise<ExpiryReport | undefined> {
+    const r = await this.db.tryWithAdvisoryLock(EXPIRY_LOCK, () => this.pass());
+    return r.ran ? r.value : undefined;
+  }
+
+  private async pass(): Promise<ExpiryReport> {
+    const report: ExpiryReport = { killed: [], paused: [], failed: [] };
+    const due = await expiredRunningSandboxes(this.db, EXPIRY_BATCH);
+    const dueIds = new Set(due.map((r) => r.id));
+    for (const id of this.retryAt.keys()) if (!dueIds.has(id)) this.retryAt.delete(id);
+    const now = Date.now();
+    await Promise.all(
+      due.filter((r) => (this.retryAt.get(r.id) ?? 0) <= now).map((r) => this.expire(r, report)),
+    );
+    return report;
+  }
+
+  private async expire(row: SandboxRecord, report: ExpiryReport): Promise<void> {
+    // Re-read: a setTimeout or connect may have moved the end since the scan.
+    const current = await getSandbox(this.db, row.team_id, row.id);
+    if (current?.status !== "running" || !current.end_at || current.end_at.getTime() > Date.now())
+      return;
+    try {
+      if (current.on_timeout === "pause") {
+        try {
+          await this.sandboxes.pause(current.team_id, current.id);
+          this.log(`[sandbox ${current.id}] end time reached: paused`);
+          report.paused.push(current.id);
+          this.retryAt.delete(current.id);
+          return;
+        } catch (err) {
+          // Changed state meanwhile (409, 404) or host unreachable (503): nothing to do now /
+          // try later. The agent failed to pause it: end it as the agent's own reaper does.
+          if (!(err instanceof ApiError) || err.status !== 502) throw err;
+          this.log(`[sandbox ${current.id}] pause at end time failed, destroying: ${err.message}`);
+        }
+      }
+      await this.sandboxes.destroy(current.team_id, current.id);
+      this.log(`[sandbox ${current.id}] end time reached: killed`);
+      report.killed.push(current.id);
+      this.retryAt.delete(current.id);
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 409)) return;
+      report.failed.push(current.id);
+      this.retryAt.set(current.id, Date.now() + EXPIRY_RETRY_MS);
+      this.log(
+        `[sandbox ${current.id}] expiry failed (retrying in ${EXPIRY_RETRY_MS / 1000} s): ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+      );
+    }
+  }
+}
