@@ -387,7 +387,7 @@ http.createServer((req, res) => {
   fs.stat(p, (err, st) => {
     if (err) { res.writeHead(404, { "content-length": 0 }); res.end(); return; }
     res.writeHead(200, { "content-length": st.size });
-    fs.createReadStream(p, { highWaterMark: 1 << 20 }).pipe(res);
+    fs.createReadStream(p, { highWaterMark: Number(process.argv[2]) }).pipe(res);
   });
 }).listen(Number(process.argv[1]), "0.0.0.0");
 `;
@@ -688,17 +688,18 @@ try {
   console.error(`[bench] guest disk:\n${df.body.stdout}`);
   result.guestDisk = df.body.stdout;
   const rawBase = await startGuestServer(stack, id, GUEST_PORT, "python3", ["-c", GUEST_SERVER]);
-  const nodeJitBase = await startGuestServer(stack, id, GUEST_PORT + 1, "node", [
-    "-e",
-    GUEST_NODE_SERVER,
-    String(GUEST_PORT + 1),
-  ]);
-  const nodeNoJitBase = await startGuestServer(stack, id, GUEST_PORT + 2, "node", [
-    ...ENVD_TCG_NODE_FLAGS,
-    "-e",
-    GUEST_NODE_SERVER,
-    String(GUEST_PORT + 2),
-  ]);
+  // Read chunks: 1 MiB, and 64 KiB (fs.createReadStream's default, which envd's GET /files uses).
+  const nodeServer = (port: number, readChunk: number, flags: string[] = []) =>
+    startGuestServer(stack, id, port, "node", [
+      ...flags,
+      "-e",
+      GUEST_NODE_SERVER,
+      String(port),
+      String(readChunk),
+    ]);
+  const nodeJitBase = await nodeServer(GUEST_PORT + 1, MiB);
+  const nodeNoJitBase = await nodeServer(GUEST_PORT + 2, MiB, ENVD_TCG_NODE_FLAGS);
+  const node64kBase = await nodeServer(GUEST_PORT + 3, 64 * 1024);
   const rm = async (p: string) => {
     const r = await stack.api("DELETE", `/v1/sandboxes/${id}/files?path=${encodeURIComponent(p)}`);
     if (r.status !== 204) throw new Error(`rm ${p}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -790,6 +791,11 @@ try {
   transfer.nodeJitDown = await measured(
     () => getDiscard(nodeJitBase + base(nodeJitPath), {}),
     "node (JIT) GET via proxy",
+    DIAG,
+  );
+  transfer.node64kDown = await measured(
+    () => getDiscard(node64kBase + base(nodeJitPath), {}),
+    "node (JIT, 64 KiB reads) GET via proxy",
     DIAG,
   );
   await rm(nodeJitPath);
@@ -886,6 +892,13 @@ try {
     "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.nodeJitDown),
     p95: "",
     target: "diagnostic: a JS server in the guest",
+  });
+  rows.push({
+    measure: `(3)   node server (JIT, 64 KiB reads) GET via port proxy, ${DIAG_MIB} MiB`,
+    p50: fmt(transfer.node64kDown),
+    "CPU s/GiB: cp+client / agent / qemu": cpuCol(transfer.node64kDown),
+    p95: "",
+    target: "diagnostic: envd's read size",
   });
   rows.push({
     measure: `(3)   node server (envd's TCG flags) GET via port proxy, ${DIAG_MIB} MiB`,
