@@ -19,10 +19,12 @@ import type { Db } from "./db/db.js";
 import { migrate } from "./db/migrate.js";
 import { openDb } from "./db/open.js";
 import { ensureBaseTemplate } from "./db/queries/templates.js";
+import { e2bRoutes } from "./e2b/routes.js";
 import { AgentClients } from "./hosts/agent-clients.js";
 import { ensureLocalHostToken } from "./hosts/local-host.js";
 import { Reconciler } from "./hosts/reconciler.js";
 import { loadJwtSecret } from "./secrets.js";
+import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxService } from "./services/sandboxes.js";
 import { TemplateService } from "./services/templates.js";
 
@@ -115,6 +117,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       templateRoutes(templates, platform.id),
     ];
     const app = buildApp(deps, modules);
+    const lifecycle = new SandboxLifecycle(db, sandboxes, log);
+    app.route("/", e2bRoutes({ ...deps, sandboxes, lifecycle, platformTeamId: platform.id }));
     const server = await new Promise<Server>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
         resolve(s as Server),
@@ -124,6 +128,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     attachWebSockets(server, deps);
     const reconciler = new Reconciler(db, agents, log);
     reconciler.start(opts.reconcileMs);
+    lifecycle.start();
     const addr = server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
@@ -135,6 +140,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       config,
       reconciler,
       async close() {
+        await lifecycle.stop();
         await reconciler.stop();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
