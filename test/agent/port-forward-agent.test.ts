@@ -49,6 +49,18 @@ describe("port proxy reaches loopback-only services (namespace runtime)", {
   });
 
   it("serves python's http.server bound to 127.0.0.1, and stops when it exits", async () => {
+    // A clear failure instead of a 30 s timeout when the template root predates the forwarder.
+    const probe = await agent.client.exec({
+      sandboxId: id,
+      cmd: "/bin/sh",
+      args: ["-c", "grep -c forward-localhost /opt/nestbox/envd/envd.mjs || true"],
+    });
+    assert.notEqual(
+      Buffer.from(probe.stdout).toString().trim(),
+      "0",
+      "the sandbox's envd has no port forwarder: rebuild the image (./nestbox image build); the " +
+        "namespace runtime switches its base root once no sandbox uses the old one",
+    );
     const url = `${agent.url}/proxy/${id}/8123/`;
     const server = await agent.client.startProcess({
       sandboxId: id,
