@@ -6,6 +6,7 @@ import { requireCaller } from "../auth/middleware.js";
 import type { SandboxRecord } from "../db/queries/sandboxes.js";
 import { listTemplates, resolveTemplate } from "../db/queries/templates.js";
 import { badRequest, invalidState, notFound } from "../errors.js";
+import { SANDBOX_ID_RE } from "../ids.js";
 import type { SandboxLifecycle } from "../services/lifecycle.js";
 import type { SandboxStatus } from "../services/sandbox-access.js";
 import {
@@ -77,7 +78,7 @@ async function jsonBody<T extends z.ZodType>(
  */
 function pathId(c: C): string {
   const id = (c.req.param("id") ?? "").split("-")[0] ?? "";
-  if (!/^[a-z0-9]{20}$/.test(id)) throw notFound(`sandbox ${c.req.param("id")}`);
+  if (!SANDBOX_ID_RE.test(id)) throw notFound(`sandbox ${c.req.param("id")}`);
   return id;
 }
 
