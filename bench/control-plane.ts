@@ -688,18 +688,30 @@ try {
   console.error(`[bench] guest disk:\n${df.body.stdout}`);
   result.guestDisk = df.body.stdout;
   const rawBase = await startGuestServer(stack, id, GUEST_PORT, "python3", ["-c", GUEST_SERVER]);
+  // One diagnostic server at a time, killed after use: the guest has 512 MiB.
   // Read chunks: 1 MiB, and 64 KiB (fs.createReadStream's default, which envd's GET /files uses).
-  const nodeServer = (port: number, readChunk: number, flags: string[] = []) =>
-    startGuestServer(stack, id, port, "node", [
+  const withNodeServer = async <T>(
+    port: number,
+    readChunk: number,
+    flags: string[],
+    fn: (base: string) => Promise<T>,
+  ): Promise<T> => {
+    const base = await startGuestServer(stack, id, port, "node", [
       ...flags,
       "-e",
       GUEST_NODE_SERVER,
       String(port),
       String(readChunk),
     ]);
-  const nodeJitBase = await nodeServer(GUEST_PORT + 1, MiB);
-  const nodeNoJitBase = await nodeServer(GUEST_PORT + 2, MiB, ENVD_TCG_NODE_FLAGS);
-  const node64kBase = await nodeServer(GUEST_PORT + 3, 64 * 1024);
+    try {
+      return await fn(base);
+    } finally {
+      const k = await stack.api("POST", `/v1/sandboxes/${id}/processes/bench-${port}/signal`, {
+        signal: "SIGKILL",
+      });
+      if (k.status !== 204) console.error(`[bench] killing bench-${port}: ${k.status}`);
+    }
+  };
   const rm = async (p: string) => {
     const r = await stack.api("DELETE", `/v1/sandboxes/${id}/files?path=${encodeURIComponent(p)}`);
     if (r.status !== 204) throw new Error(`rm ${p}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -783,31 +795,35 @@ try {
     DIAG,
   );
   await rm(diagPath);
-  transfer.nodeJitUp = await measured(
-    () => putStream(nodeJitBase + base(nodeJitPath), {}, DIAG),
-    "node (JIT) PUT via proxy",
-    DIAG,
+  [transfer.nodeJitUp, transfer.nodeJitDown] = await withNodeServer(
+    GUEST_PORT + 1,
+    MiB,
+    [],
+    async (b) => [
+      await measured(() => putStream(b + base(nodeJitPath), {}, DIAG), "node (JIT) PUT", DIAG),
+      await measured(() => getDiscard(b + base(nodeJitPath), {}), "node (JIT) GET", DIAG),
+    ],
   );
-  transfer.nodeJitDown = await measured(
-    () => getDiscard(nodeJitBase + base(nodeJitPath), {}),
-    "node (JIT) GET via proxy",
-    DIAG,
-  );
-  transfer.node64kDown = await measured(
-    () => getDiscard(node64kBase + base(nodeJitPath), {}),
-    "node (JIT, 64 KiB reads) GET via proxy",
-    DIAG,
+  transfer.node64kDown = await withNodeServer(GUEST_PORT + 2, 64 * 1024, [], (b) =>
+    measured(() => getDiscard(b + base(nodeJitPath), {}), "node (JIT, 64 KiB reads) GET", DIAG),
   );
   await rm(nodeJitPath);
-  transfer.nodeNoJitUp = await measured(
-    () => putStream(nodeNoJitBase + base(nodeNoJitPath), {}, DIAG),
-    "node (envd's TCG flags) PUT via proxy",
-    DIAG,
-  );
-  transfer.nodeNoJitDown = await measured(
-    () => getDiscard(nodeNoJitBase + base(nodeNoJitPath), {}),
-    "node (envd's TCG flags) GET via proxy",
-    DIAG,
+  [transfer.nodeNoJitUp, transfer.nodeNoJitDown] = await withNodeServer(
+    GUEST_PORT + 3,
+    MiB,
+    ENVD_TCG_NODE_FLAGS,
+    async (b) => [
+      await measured(
+        () => putStream(b + base(nodeNoJitPath), {}, DIAG),
+        "node (envd's TCG flags) PUT",
+        DIAG,
+      ),
+      await measured(
+        () => getDiscard(b + base(nodeNoJitPath), {}),
+        "node (envd's TCG flags) GET",
+        DIAG,
+      ),
+    ],
   );
   await rm(nodeNoJitPath);
   transfer.rawUp2 = await measured(() => putStream(rawBase + base(rawPath), {}, SIZE), "raw PUT");
