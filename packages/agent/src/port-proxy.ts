@@ -8,7 +8,7 @@ import { slotAddresses } from "./network/netns.js";
 /** `/proxy/{sandboxId}/{port}/{rest}`: plain HTTP (and WebSocket upgrades) to a sandbox port. */
 const PROXY_PATH = /^\/proxy\/([a-z0-9]{20})\/(\d{1,5})(\/.*)?$/;
 
-interface Target {
+export interface Target {
   host: string;
   port: number;
   path: string;
@@ -41,7 +41,7 @@ function resolve(
   if (!rec || rec.status !== "running") {
     return {
       status: 502,
-      body: { code: 502, message: "The sandbox was not found", sandboxId: id },
+      body: { sandboxId: id, message: "The sandbox was not found", code: 502 },
     };
   }
   m.touch(id);
@@ -51,6 +51,26 @@ function resolve(
     path: `${match[3] ?? "/"}${u.search}`,
     id,
   };
+}
+
+/**
+ * A redirect from the sandbox, in this proxy's view: the sandbox only knows its own address
+ * (the Host it was sent) and its own root, so both are put under `/proxy/{id}/{port}`; the
+ * control plane maps that prefix to what its client used.
+ */
+export function agentLocation(location: string, t: Target, agentHost: string | undefined): string {
+  const prefix = `/proxy/${t.id}/${t.port}`;
+  if (location.startsWith("/") && !location.startsWith("//")) return `${prefix}${location}`;
+  const own = [`http://${t.host}:${t.port}`];
+  if (t.port === 80) own.push(`http://${t.host}`);
+  for (const origin of own) {
+    if (!location.startsWith(origin)) continue;
+    const rest = location.slice(origin.length);
+    if (rest !== "" && !/^[/?#]/.test(rest)) continue;
+    const path = rest.startsWith("/") ? rest : `/${rest}`;
+    return agentHost ? `http://${agentHost}${prefix}${path}` : `${prefix}${path}`;
+  }
+  return location;
 }
 
 export function createPortProxy(m: SandboxManager) {
@@ -72,18 +92,27 @@ export function createPortProxy(m: SandboxManager) {
           headers: { ...req.headers, host: `${t.host}:${t.port}` },
         },
         (up) => {
+          const location = up.headers.location;
+          if (typeof location === "string")
+            up.headers.location = agentLocation(location, t, req.headers.host);
           res.writeHead(up.statusCode ?? 502, up.headers);
           up.pipe(res);
+          up.on("error", () => res.destroy());
         },
       );
+      // The client (the control plane's proxy) went away: stop the request into the sandbox too,
+      // or a server there stays blocked writing into a response nobody reads.
+      res.on("close", () => {
+        if (!res.writableFinished) upstream.destroy();
+      });
       upstream.on("error", () => {
         if (res.headersSent) res.destroy();
         else
           sendJson(res, 502, {
-            code: 502,
             message: "The sandbox is running but port is not open",
             sandboxId: t.id,
             port: t.port,
+            code: 502,
           });
       });
       req.pipe(upstream);

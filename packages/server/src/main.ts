@@ -23,6 +23,7 @@ import { e2bRoutes } from "./e2b/routes.js";
 import { AgentClients } from "./hosts/agent-clients.js";
 import { ensureLocalHostToken } from "./hosts/local-host.js";
 import { Reconciler } from "./hosts/reconciler.js";
+import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxService } from "./services/sandboxes.js";
@@ -125,6 +126,14 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       ) as Server;
       s.once("error", reject);
     });
+    // Same origin as the API: sandbox-bound requests and upgrades never reach the app.
+    const proxy = createSandboxProxy({
+      db,
+      config,
+      log,
+      resume: (team, id) => sandboxes.resume(team, id),
+    });
+    attachSandboxProxy(server, proxy);
     attachWebSockets(server, deps);
     const reconciler = new Reconciler(db, agents, log);
     reconciler.start(opts.reconcileMs);
@@ -142,6 +151,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       async close() {
         await lifecycle.stop();
         await reconciler.stop();
+        proxy.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await db.close();
