@@ -587,7 +587,7 @@ export function e2bSdkCases(target: SuiteTarget, u: SdkUnderTest): void {
       }
     });
 
-    it("proxy: a web server on 0.0.0.0 and one on 127.0.0.1, by host name and by header, and a WebSocket", async () => {
+    it("proxy: a web server on 0.0.0.0 and one on 127.0.0.1, by host name and by header, and a WebSocket", async (t) => {
       await main.files.write(SERVER_SCRIPT, serverSource);
       for (const [bind, port] of [
         ["0.0.0.0", 8080],
@@ -602,6 +602,23 @@ export function e2bSdkCases(target: SuiteTarget, u: SdkUnderTest): void {
         servers.push(h);
         await until(`the ${bind}:${port} server (output: ${out.join("")})`, async () =>
           out.join("").includes("listening") ? true : undefined,
+        );
+        // envd notices a new listener by polling (every second, as E2B's socat forwarder does),
+        // so a loopback-only server is reachable within a few seconds of listening, not at once.
+        const t0 = Date.now();
+        let last: Exchange | undefined;
+        await until(
+          `${bind}:${port} through the proxy`,
+          async () => {
+            last = await api("/ready", byHeader(main.sandboxId, port));
+            return last.status === 200 ? true : undefined;
+          },
+          5000,
+        ).catch((err: Error) => {
+          throw new Error(`${err.message}; the last answer:\n${last?.text}`);
+        });
+        t.diagnostic(
+          `${bind}:${port} reachable through the proxy ${Date.now() - t0} ms after listening`,
         );
       }
       const id = main.sandboxId;
