@@ -121,8 +121,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const lifecycle = new SandboxLifecycle(db, sandboxes, log);
     app.route("/", e2bRoutes({ ...deps, sandboxes, lifecycle, platformTeamId: platform.id }));
     const server = await new Promise<Server>((resolve, reject) => {
-      const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
-        resolve(s as Server),
+      const s = serve(
+        {
+          fetch: app.fetch,
+          hostname: config.host,
+          port: config.port,
+          // Proxied and API uploads stream for as long as they take (Node's default cuts any
+          // request at 5 minutes); headersTimeout still bounds a slow request head.
+          serverOptions: { requestTimeout: 0 },
+        },
+        () => resolve(s as Server),
       ) as Server;
       s.once("error", reject);
     });
