@@ -1030,4 +1030,9 @@ printTable(rows);
 console.log(
   `\nload average (1/5/15 min) at start ${(result.loadAvgAtStart as number[]).map(round).join(" ")}, at end ${loadavg().map(round).join(" ")}`,
 );
-console.log(`\nwritten ${writeResult("control-plane", { ...result, rows })}`);
+console.log(
+  `\nwritten ${writeResult(DB_KIND === "pglite" ? "control-plane" : `control-plane-${DB_KIND}`, {
+    ...result,
+    rows,
+  })}`,
+);
