@@ -555,7 +555,16 @@ export function e2bSdkCases(target: SuiteTarget, u: SdkUnderTest): void {
       );
       await until(
         "isRunning() to turn false",
-        async () => ((await sbx.isRunning()) ? undefined : true),
+        async () => {
+          const asked = Date.now();
+          const running = await sbx.isRunning().catch((err: Error) => {
+            throw new Error(
+              `isRunning() at ${asked - t0} ms after setTimeout(3000) failed after ` +
+                `${Date.now() - asked} ms: ${err.name}: ${err.message}`,
+            );
+          });
+          return running ? undefined : true;
+        },
         15_000,
         200,
       );
