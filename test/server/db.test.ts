@@ -8,6 +8,10 @@ import { afterEach, describe, it } from "node:test";
 import { runMigrate } from "../../packages/server/src/db/cli-migrate.js";
 import type { Db } from "../../packages/server/src/db/db.js";
 import { loadMigrations, migrate } from "../../packages/server/src/db/migrate.js";
+
+/** Every migration shipped, in order. */
+const ALL = loadMigrations().map((m) => m.version);
+
 import { openDb } from "../../packages/server/src/db/open.js";
 import { DbInUseError } from "../../packages/server/src/db/pglite.js";
 import { DB_KINDS, type DbKind, findPgBin, openTestDb, type TestDb } from "./db-fixture.js";
@@ -80,14 +84,19 @@ for (const kind of DB_KINDS) {
         const { db } = await fresh({ migrated: false });
         assert.equal(db.kind, kind);
         const lines: string[] = [];
-        assert.deepEqual(await migrate(db, (l) => lines.push(l)), { applied: ["0001_init"] });
-        assert.deepEqual(lines, ["applied migration 0001_init"]);
+        assert.deepEqual(await migrate(db, (l) => lines.push(l)), { applied: ALL });
+        assert.deepEqual(
+          lines,
+          ALL.map((v) => `applied migration ${v}`),
+        );
         assert.deepEqual(await migrate(db), { applied: [] });
         const rows = await db.query<{ version: string; applied_at: Date }>(
           "SELECT version, applied_at FROM schema_migrations",
         );
-        assert.equal(rows.length, 1);
-        assert.equal(rows[0]?.version, "0001_init");
+        assert.deepEqual(
+          rows.map((r) => r.version),
+          ALL,
+        );
         assert.ok(rows[0]?.applied_at instanceof Date);
         assert.ok(Math.abs(rows[0].applied_at.getTime() - Date.now()) < 60_000);
       });
@@ -114,17 +123,17 @@ for (const kind of DB_KINDS) {
         const migrations = [
           ...loadMigrations(),
           {
-            version: "0002_broken",
+            version: "9000_broken",
             sql: "CREATE TABLE half_done (x int); INSERT INTO half_done VALUES (1); SELECT 1/0;",
           },
         ];
-        await assert.rejects(migrate(db, { migrations }), /migration 0002_broken failed/);
+        await assert.rejects(migrate(db, { migrations }), /migration 9000_broken failed/);
         const versions = await db.query<{ version: string }>(
           "SELECT version FROM schema_migrations",
         );
         assert.deepEqual(
           versions.map((r) => r.version),
-          ["0001_init"],
+          ALL,
         );
         const [half] = await db.query<{ t: string | null }>(
           "SELECT to_regclass('half_done')::text AS t",
@@ -149,7 +158,7 @@ for (const kind of DB_KINDS) {
         });
         assert.equal((await holder).ran, true);
         await g.wait;
-        assert.deepEqual(await migrated, { applied: ["0001_init"] });
+        assert.deepEqual(await migrated, { applied: ALL });
         assert.match(lines[0] ?? "", /waiting for another process/);
       });
     });
@@ -470,7 +479,7 @@ for (const kind of DB_KINDS) {
         if (kind === "pglite") await t.db.close();
         const a = captured();
         assert.equal(await runMigrate(argv(), {}, a.io), 0, a.out.stderr);
-        assert.equal(a.out.stdout, "applied migration 0001_init\n");
+        assert.equal(a.out.stdout, ALL.map((v) => `applied migration ${v}\n`).join(""));
         const b = captured();
         assert.equal(await runMigrate(argv(), {}, b.io), 0, b.out.stderr);
         assert.equal(b.out.stdout, "schema up to date\n");
@@ -478,7 +487,10 @@ for (const kind of DB_KINDS) {
           const reopened = await openDb({ dataDir: t.dataDir as string });
           try {
             const rows = await reopened.query("SELECT version FROM schema_migrations");
-            assert.deepEqual(rows, [{ version: "0001_init" }]);
+            assert.deepEqual(
+              rows,
+              ALL.map((version) => ({ version })),
+            );
           } finally {
             await reopened.close();
           }

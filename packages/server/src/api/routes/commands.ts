@@ -216,6 +216,15 @@ export async function runCollected(
       throw agentError(ce, "command");
     }
   }
+  // When the deadline fires in envd and in the agent at nearly the same moment, the stream can
+  // end cleanly without an end event: past the deadline that is a timeout, not a broken stream.
+  if (
+    exitCode === undefined &&
+    !timedOut &&
+    input.timeout_sec !== undefined &&
+    performance.now() - started >= input.timeout_sec * 1000 - 100
+  )
+    timedOut = true;
   if (exitCode === undefined && !timedOut)
     throw new ApiError(502, "agent_error", "the command's stream ended without an exit status");
   return {
