@@ -90,6 +90,10 @@ export function createPortProxy(m: SandboxManager) {
           path: t.path,
           method: req.method,
           headers: { ...req.headers, host: `${t.host}:${t.port}` },
+          // A connection of its own: pooled keep-alive sockets outlive the sandbox, and its slot's
+          // address goes to the next sandbox, which resets them (a false "port is not open"), or to
+          // nobody, where a request on them hangs.
+          agent: false,
         },
         (up) => {
           const location = up.headers.location;
