@@ -138,7 +138,9 @@ function e2bSuite(db: "pglite" | "postgres"): void {
       assertE2bError(await call("GET", `/sandboxes/${unknown}/nothing`), 404);
 
       // The E2B routes are not part of Nestbox's own OpenAPI document.
-      const doc = await (await fetch(`${s.apiUrl}/openapi.json`)).json();
+      const doc = (await (await fetch(`${s.apiUrl}/openapi.json`)).json()) as {
+        paths: Record<string, unknown>;
+      };
       assert.ok(doc.paths["/v1/sandboxes"]);
       const e2bPaths = Object.keys(doc.paths).filter((p) =>
         /^\/(v2\/|sandboxes|templates)/.test(p),
