@@ -475,7 +475,14 @@ export function runtimeConformance(o: ConformanceOptions): void {
       const pids = execFileSync("ip", ["netns", "pids", doomedNs], { encoding: "utf8" })
         .split(/\s+/)
         .filter(Boolean);
-      for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch (err) {
+          // Short-lived processes (a forwarder scan, a shell) may end between listing and kill.
+          if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+        }
+      }
       if (o.runtime === "namespace")
         execFileSync("sh", ["-c", `pkill -9 -f "[s]andboxes/${o.instance}/${doomed}" || true`]);
       agent = await startAgent(args);

@@ -58,11 +58,31 @@ export async function authenticateApiKey(
 ): Promise<AuthenticatedKey | undefined> {
   const secret = apiKeySecret(rawKey);
   if (!secret) return undefined;
-  const row = await findUsableApiKey(db, hashApiKeySecret(secret));
+  const hash = hashApiKeySecret(secret);
+  const cached = recentKeys.get(hash);
+  if (cached && cached.until > Date.now()) return cached.key;
+  const row = await findUsableApiKey(db, hash);
   if (!row) return undefined;
   // The row just read says whether a write is due; most requests of a busy key need none.
   if (!row.last_used_at || Date.now() - row.last_used_at.getTime() >= TOUCH_INTERVAL_MS) {
     await touchApiKey(db, row.id);
   }
-  return { keyId: row.id, keyName: row.name, teamId: row.team_id, createdBy: row.created_by };
+  const key = { keyId: row.id, keyName: row.name, teamId: row.team_id, createdBy: row.created_by };
+  if (recentKeys.size >= KEY_CACHE_MAX) recentKeys.clear();
+  recentKeys.set(hash, { key, until: Date.now() + KEY_CACHE_MS });
+  return key;
+}
+
+/**
+ * Keys that authenticated in the last second, so a busy client's requests skip the lookup (it is
+ * a database round trip per request otherwise). This process forgets them at once on a revoke or
+ * a user's status change; another control-plane process may accept a revoked key for at most
+ * KEY_CACHE_MS.
+ */
+const KEY_CACHE_MS = 1000;
+const KEY_CACHE_MAX = 10_000;
+const recentKeys = new Map<string, { key: AuthenticatedKey; until: number }>();
+
+export function forgetRecentApiKeys(): void {
+  recentKeys.clear();
 }

@@ -103,15 +103,25 @@ export class SandboxService implements SandboxAccess {
   /** The agent client for a sandbox's host, or 503 when the host is not usable. */
   async agentFor(row: SandboxRow): Promise<AgentClient> {
     if (!row.host_id) throw new ApiError(503, "host_unavailable", `sandbox ${row.id} has no host`);
-    const host = await first<{ id: string; address: string | null; status: string }>(
-      this.db,
-      "SELECT id, address, status FROM hosts WHERE id = $1",
-      [row.host_id],
-    );
-    if (!host?.address || host.status !== "online")
-      throw new ApiError(503, "host_unavailable", `host of sandbox ${row.id} is not online`);
-    return this.agentClients.get(host.id, host.address);
+    const hostId = row.host_id;
+    let host = this.recentHosts.get(hostId);
+    if (!host || host.until < Date.now()) {
+      const found = await first<{ id: string; address: string | null; status: string }>(
+        this.db,
+        "SELECT id, address, status FROM hosts WHERE id = $1",
+        [hostId],
+      );
+      // Only a usable host is remembered (for a second: a host that goes away fails the agent
+      // call itself, with 503, in the meantime).
+      if (!found?.address || found.status !== "online")
+        throw new ApiError(503, "host_unavailable", `host of sandbox ${row.id} is not online`);
+      host = { address: found.address, until: Date.now() + 1000 };
+      this.recentHosts.set(hostId, host);
+    }
+    return this.agentClients.get(hostId, host.address);
   }
+
+  private readonly recentHosts = new Map<string, { address: string; until: number }>();
 
   async running(teamId: string, sandboxId: string) {
     const sandbox = await this.get(teamId, sandboxId);
@@ -120,8 +130,11 @@ export class SandboxService implements SandboxAccess {
     return { sandbox, agent: await this.agentFor(sandbox) };
   }
 
+  /** Records activity without making the caller wait for the write (it only feeds listings). */
   async touch(sandboxId: string): Promise<void> {
-    await touchSandbox(this.db, sandboxId);
+    touchSandbox(this.db, sandboxId).catch((err: unknown) => {
+      this.log(`[sandbox ${sandboxId}] recording activity failed: ${String(err)}`);
+    });
   }
 
   list(filter: SandboxListFilter): Promise<SandboxRecord[]> {

@@ -34,6 +34,7 @@ import {
   readStatFields,
   runCommand,
 } from "./process.js";
+import { withTemplateFileLock } from "./template-lock.js";
 import { pruneTemplateVersions } from "./template-prune.js";
 import { bootAndSnapshot, type SnapshotContext, templatize } from "./template-snapshot.js";
 import {
@@ -836,8 +837,11 @@ export class QemuRuntime implements Runtime {
   }
 
   /** Serialises operations per key (one template build at a time, per template). */
-  private withLock<T>(key: string, work: () => Promise<T>): Promise<T> {
+  private withLock<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(key) ?? Promise.resolve();
+    // Template work is also serialised across processes sharing this NESTBOX_DIR.
+    const template = key.startsWith("template:") ? key.slice("template:".length) : undefined;
+    const work = template ? () => withTemplateFileLock(this.nestboxDir, template, task) : task;
     const run = previous.then(work, work);
     // The chain only orders work; each caller gets its own result or error through `run`.
     const settled = run.catch(() => undefined);

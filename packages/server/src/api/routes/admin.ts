@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { forgetRecentApiKeys } from "../../auth/api-keys.js";
 import { requireAdmin, userCaller } from "../../auth/middleware.js";
 import { recordAudit } from "../../db/queries/audit.js";
 import { getUserById, listUsers, updateUserFlags } from "../../db/queries/users.js";
@@ -77,6 +78,8 @@ export function adminRoutes(deps: AppDeps) {
       if (!before) throw notFound("user");
       const after = await updateUserFlags(deps.db, id, patch);
       if (!after) throw notFound("user");
+      // A disabled user's keys stop working now, not after the key cache expires.
+      forgetRecentApiKeys();
       const changes = [
         ["status", "user.status_change", before.status, after.status],
         ["is_admin", "user.admin_change", before.is_admin, after.is_admin],

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { generateApiKey } from "../../auth/api-keys.js";
+import { forgetRecentApiKeys, generateApiKey } from "../../auth/api-keys.js";
 import { requireCaller } from "../../auth/middleware.js";
 import {
   type ApiKeyRow,
@@ -149,6 +149,7 @@ export function apiKeyRoutes(deps: AppDeps) {
       const caller = c.get("caller");
       const { id } = c.req.valid("param");
       if (!(await revokeApiKey(deps.db, caller.teamId, id))) throw notFound("API key");
+      forgetRecentApiKeys();
       await recordAudit(deps.db, {
         teamId: caller.teamId,
         ...actorOf(caller),
