@@ -135,10 +135,12 @@ async function counterPid(sandbox: Sandbox): Promise<string> {
 }
 
 async function counterAdvances(sandbox: Sandbox): Promise<void> {
-  const first = Number(await sh(sandbox, `cat ${COUNTER}`));
+  // The loop may not have written its first value yet: a missing file reads as 0.
+  const read = async () => Number(await sh(sandbox, `cat ${COUNTER} 2>/dev/null || echo 0`));
+  const first = await read();
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const now = Number(await sh(sandbox, `cat ${COUNTER}`));
+    const now = await read();
     if (now > first) return;
     assert.ok(Date.now() < deadline, `counter stuck at ${now}`);
     await new Promise((resolve) => setTimeout(resolve, 300));
