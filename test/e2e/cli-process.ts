@@ -67,10 +67,12 @@ export function runCli(args: string[], o: CliOptions = {}): Promise<CliResult> {
   });
 }
 
+/** Polls `fn` until it returns something other than undefined (bounded by `timeoutMs`). */
 export async function until<T>(
   what: string,
   fn: () => Promise<T | undefined>,
   timeoutMs = 30_000,
+  everyMs = 200,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -78,7 +80,7 @@ export async function until<T>(
     if (v !== undefined) return v;
     if (Date.now() > deadline)
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
+    await sleep(everyMs);
   }
 }
 

@@ -8,6 +8,7 @@ import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { NestboxClient } from "@nestbox/sdk/client";
+import { until } from "./cli-process.js";
 import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
 
 /** `mib` MiB of deterministic pseudo-random bytes, produced as they are read, and their digest. */
@@ -35,20 +36,6 @@ function generated(mib: number): { stream: Readable; digest: Promise<string> } {
     },
   });
   return { stream, digest };
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 export function controlPlaneSuite(o: StackOptions): void {

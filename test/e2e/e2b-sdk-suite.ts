@@ -15,6 +15,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type * as E2b from "e2b";
 import type { CommandHandle, FilesystemEvent, Sandbox, SandboxInfo } from "e2b";
+import { until } from "./cli-process.js";
 
 export type SdkModule = typeof E2b;
 
@@ -94,22 +95,6 @@ server.on("upgrade", (req, socket) => {
 });
 server.listen(port, bind, () => console.log("listening " + bind + ":" + port));
 `;
-
-export async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
-  everyMs = 250,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 async function rejection(p: Promise<unknown>, what: string): Promise<Error> {
   try {
