@@ -266,7 +266,10 @@ describe("namespace runtime", { timeout: 300_000 }, () => {
     }
     // The change lives in A's upper layer only; the template's root is untouched.
     assert.ok(existsSync(join(a.spec.dir, "upper/home/user/marker")));
-    assert.equal(existsSync(join(NESTBOX_DIR, "templates-ns/base/root/home/user/marker")), false);
+    assert.equal(
+      existsSync(join(NESTBOX_DIR, "templates-ns", "base", "root", "home", "user", "marker")),
+      false,
+    );
   });
 
   it("enforces the memory limit", async () => {

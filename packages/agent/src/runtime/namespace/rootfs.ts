@@ -1,5 +1,6 @@
-// Internal: template root filesystems of the namespace runtime, plain directory trees under
-// `$NESTBOX_DIR/templates-ns/<name>/root/` that sandboxes use as their overlay's lower layer.
+// Internal: template root filesystems of the namespace runtime, plain directory trees (the
+// `root` directory of `$NESTBOX_DIR/templates-ns/<name>`) that sandboxes use as their overlay's
+// lower layer.
 //
 // The `base` template comes from the guest image's ext4 file, extracted once: mounted read-only
 // through a loop device inside a private mount namespace (`unshare --mount`) and copied out. The
