@@ -17,7 +17,7 @@ import {
 import { QemuRuntime } from "../packages/agent/src/runtime/qemu/runtime.js";
 import type { SandboxSpec } from "../packages/agent/src/runtime/runtime.js";
 import { type AgentProcess, startAgent } from "../test/agent/agent-harness.js";
-import { MiB, printTable, writeResult } from "./lib.js";
+import { MiB, msSince as ms, printTable, quantile, round, writeResult } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -30,13 +30,6 @@ const CREATES = Number(values.creates);
 const CONCURRENT = Number(values.concurrent);
 const IDLE = Number(values.idle);
 const DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
-
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
-};
-const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
-const round = (x: number) => Math.round(x * 10) / 10;
 
 /** (a) The floor: our template snapshot restored by a bare QEMU clone until envd answers. */
 async function bareClones(

@@ -23,6 +23,9 @@ function requirePid(pid: number): number {
   return pid;
 }
 
+/** envd's ProcessSelector for a pid (required). */
+const byPid = (pid: number) => ({ selector: { case: "pid" as const, value: requirePid(pid) } });
+
 function fileEntry(e: EntryInfo | undefined) {
   if (!e) return undefined;
   const type =
@@ -257,7 +260,7 @@ export function processAndFileRpcs(
               : undefined;
         if (signal === undefined) throw invalid('signal must be "SIGKILL" or "SIGTERM"');
         await envd.process.sendSignal({
-          process: { selector: { case: "pid", value: requirePid(req.pid) } },
+          process: byPid(req.pid),
           signal,
         });
         return {};
@@ -266,7 +269,7 @@ export function processAndFileRpcs(
     async *connectProcess(req) {
       const envd = m.envd(requireId(req.sandboxId));
       const events = envd.process.connect({
-        process: { selector: { case: "pid", value: requirePid(req.pid) } },
+        process: byPid(req.pid),
       });
       yield* execEvents(events, () => m.touch(req.sandboxId));
     },
@@ -274,7 +277,7 @@ export function processAndFileRpcs(
     sendProcessInput: (req) =>
       guard(async () => {
         const envd = m.envd(requireId(req.sandboxId));
-        const selector = { selector: { case: "pid" as const, value: requirePid(req.pid) } };
+        const selector = byPid(req.pid);
         if (req.data.length > 0) {
           await envd.process.sendInput({
             process: selector,
@@ -310,7 +313,7 @@ export function processAndFileRpcs(
     async *connectPty(req) {
       const envd = m.envd(requireId(req.sandboxId));
       const events = envd.process.connect({
-        process: { selector: { case: "pid", value: requirePid(req.pid) } },
+        process: byPid(req.pid),
       });
       yield* ptyEvents(events, () => m.touch(req.sandboxId));
     },
@@ -320,7 +323,7 @@ export function processAndFileRpcs(
         const envd = m.envd(requireId(req.sandboxId));
         if (!req.cols || !req.rows) throw invalid("cols and rows are required");
         await envd.process.update({
-          process: { selector: { case: "pid", value: requirePid(req.pid) } },
+          process: byPid(req.pid),
           pty: { size: { cols: req.cols, rows: req.rows } },
         });
         return {};

@@ -1,5 +1,6 @@
 import {
   Agent,
+  type ClientRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
   type OutgoingHttpHeaders,
@@ -141,6 +142,21 @@ export interface ForwardHooks {
   onSpliced?(client: Duplex, upstream: Duplex): void;
 }
 
+/** The request to the agent's port proxy for `req` (an upgrade gets its own connection). */
+function upstreamRequest(req: IncomingMessage, u: Upstream, upgrade: boolean): ClientRequest {
+  const target = new URL(`${u.agentUrl.replace(/\/+$/, "")}${prefixOf(u)}`);
+  return request({
+    // Upgraded sockets leave the pool; a fresh connection keeps the pool's sockets clean.
+    agent: upgrade ? false : upstreamAgent,
+    protocol: target.protocol,
+    hostname: target.hostname,
+    port: target.port,
+    method: req.method,
+    path: `${target.pathname}${u.path.startsWith("/") ? "" : "/"}${u.path}`,
+    headers: requestHeaders(req, upgrade),
+  });
+}
+
 export function forwardHttp(
   req: IncomingMessage,
   res: ServerResponse,
@@ -148,16 +164,7 @@ export function forwardHttp(
   hooks: ForwardHooks,
 ): void {
   const view = clientView(req);
-  const target = new URL(`${u.agentUrl.replace(/\/+$/, "")}${prefixOf(u)}`);
-  const upReq = request({
-    agent: upstreamAgent,
-    protocol: target.protocol,
-    hostname: target.hostname,
-    port: target.port,
-    method: req.method,
-    path: `${target.pathname}${u.path.startsWith("/") ? "" : "/"}${u.path}`,
-    headers: requestHeaders(req, false),
-  });
+  const upReq = upstreamRequest(req, u, false);
   let responded = false;
   upReq.on("response", (up) => {
     responded = true;
@@ -200,17 +207,7 @@ export function forwardUpgrade(
   hooks: ForwardHooks,
 ): void {
   const view = clientView(req);
-  const target = new URL(`${u.agentUrl.replace(/\/+$/, "")}${prefixOf(u)}`);
-  const upReq = request({
-    // Upgraded sockets leave the pool; a fresh connection keeps the pool's sockets clean.
-    agent: false,
-    protocol: target.protocol,
-    hostname: target.hostname,
-    port: target.port,
-    method: req.method,
-    path: `${target.pathname}${u.path.startsWith("/") ? "" : "/"}${u.path}`,
-    headers: requestHeaders(req, true),
-  });
+  const upReq = upstreamRequest(req, u, true);
   let answered = false;
   const onClientGone = () => upReq.destroy();
   socket.on("close", onClientGone);

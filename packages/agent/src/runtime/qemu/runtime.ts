@@ -484,6 +484,19 @@ export class QemuRuntime implements Runtime {
 
   // ---------------------------------------------------------------- snapshots
 
+  /** Checks a new template's name; the sandbox's machine and the template it came from. */
+  private async sourceForNewTemplate(spec: SandboxSpec, template: string) {
+    checkTemplateName(template);
+    if (template === "base") {
+      throw new RuntimeError(
+        "invalid_argument",
+        "base is the guest image's template and cannot be replaced",
+      );
+    }
+    const sm = await this.readMachine(spec.dir);
+    return { sm, parent: await this.parentMeta(sm) };
+  }
+
   /**
    * The sandbox's memory and disk become template `template` (a new version if it exists).
    * Running sandbox: `stop`, full migration to the new version's build dir, copy of the disk
@@ -498,15 +511,7 @@ export class QemuRuntime implements Runtime {
     state: RuntimeState,
     template: string,
   ): Promise<{ sizeBytes: number }> {
-    checkTemplateName(template);
-    if (template === "base") {
-      throw new RuntimeError(
-        "invalid_argument",
-        "base is the guest image's template and cannot be replaced",
-      );
-    }
-    const sm = await this.readMachine(spec.dir);
-    const parent = await this.parentMeta(sm);
+    const { sm, parent } = await this.sourceForNewTemplate(spec, template);
     return this.withLock(`template:${template}`, async () => {
       await removeStaleBuilds(this.nestboxDir, template);
       const paths = await startVersion(this.nestboxDir, template);
@@ -567,15 +572,7 @@ export class QemuRuntime implements Runtime {
     state: RuntimeState,
     template: string,
   ): Promise<{ sizeBytes: number }> {
-    checkTemplateName(template);
-    if (template === "base") {
-      throw new RuntimeError(
-        "invalid_argument",
-        "base is the guest image's template and cannot be replaced",
-      );
-    }
-    const sm = await this.readMachine(spec.dir);
-    const parent = await this.parentMeta(sm);
+    const { sm, parent } = await this.sourceForNewTemplate(spec, template);
     return this.withLock(`template:${template}`, async () => {
       await removeStaleBuilds(this.nestboxDir, template);
       const paths = await startVersion(this.nestboxDir, template);
