@@ -32,7 +32,8 @@ async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
   return undefined;
 }
 
-function namespacesOf(instance: string): string[] {
+/** The agent instance's sandbox network namespaces that exist now. */
+export function namespacesOf(instance: string): string[] {
   return execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
     .split("\n")
     .map((l) => l.split(" ")[0] ?? "")

@@ -27,6 +27,8 @@ export interface Stack {
   agent: AgentProcess;
   apiUrl: string;
   adminKey: string;
+  /** The control plane's data directory (admin-password, admin-api-key). */
+  dataDir: string;
   hostId: string;
   /** Stops the control plane and starts it again on the same port and database. */
   restartServer(): Promise<void>;
@@ -101,6 +103,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     agent,
     apiUrl: server.url,
     adminKey,
+    dataDir,
     hostId,
     async restartServer() {
       await server.close();
@@ -131,9 +134,11 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       return { status: res.status, body: parsed };
     },
     async close() {
-      await agent.client.terminate({}).catch((err: unknown) => {
-        console.error(`terminate failed: ${String(err)}`);
-      });
+      // A test may already have terminated it (a forced host delete).
+      if (agent.child.exitCode === null && agent.child.signalCode === null)
+        await agent.client.terminate({}).catch((err: unknown) => {
+          console.error(`terminate failed: ${String(err)}`);
+        });
       await agent.kill();
       await server.close();
       await testDb?.close();

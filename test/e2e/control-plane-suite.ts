@@ -4,10 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { NestboxClient } from "@nestbox/sdk/client";
+import { namespacesOf } from "../agent/runtime-conformance.js";
 import { until } from "./cli-process.js";
 import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
 
@@ -431,6 +435,43 @@ export function controlPlaneSuite(o: StackOptions): void {
         l.sandboxes.map((x) => x.sandboxId),
         [],
       );
+    });
+
+    it("a forced host delete stops the sandboxes in the database and terminates the agent", async () => {
+      const sb = await create();
+      const password = readFileSync(path.join(s.dataDir, "admin-password"), "utf8").trim();
+      const login = await fetch(`${s.apiUrl}/v1/auth/login`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ email: "admin@localhost", password }),
+      });
+      assert.equal(login.status, 200);
+      const { token } = (await login.json()) as { token: string };
+      const admin = { Authorization: `Bearer ${token}` };
+      const refused = await fetch(`${s.apiUrl}/v1/hosts/${s.hostId}`, {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(refused.status, 409, "a host with a live sandbox needs force");
+      assert.deepEqual(
+        (await s.agent.client.listSandboxes({})).sandboxes.map((x) => x.sandboxId),
+        [sb.id],
+      );
+      const exited = once(s.agent.child, "exit");
+      const forced = await fetch(`${s.apiUrl}/v1/hosts/${s.hostId}?force=true`, {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(forced.status, 204, await forced.text());
+      const got = await s.api("GET", `/v1/sandboxes/${sb.id}`);
+      assert.equal(got.body.status, "stopped");
+      // Terminate destroyed the sandbox before answering; the agent then exits by itself.
+      const [code] = (await Promise.race([
+        exited,
+        sleep(30_000).then(() => ["still running"]),
+      ])) as [unknown];
+      assert.equal(code, 0, `the agent should have exited:\n${s.agent.logs().slice(-2000)}`);
+      assert.deepEqual(namespacesOf(o.instance), [], "no network namespace of the agent is left");
     });
   });
 }

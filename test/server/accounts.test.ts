@@ -15,6 +15,7 @@ import { authenticateApiKey } from "../../packages/server/src/auth/api-keys.js";
 import { authenticateRequestHeaders } from "../../packages/server/src/auth/middleware.js";
 import { ensurePlatformTeam, seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
 import type { ServerConfig } from "../../packages/server/src/config.js";
+import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
 import { DB_KINDS, openTestDb, type TestDb } from "./db-fixture.js";
 
@@ -78,7 +79,7 @@ for (const kind of DB_KINDS) {
         domain: "localhost",
         publicUrl: "http://127.0.0.1:3000",
       };
-      deps = { db: t.db, config, sandboxes: noSandboxes };
+      deps = { db: t.db, config, sandboxes: noSandboxes, agents: new AgentClients(() => {}) };
       app = buildApp(deps, [authRoutes, teamRoutes, apiKeyRoutes, adminRoutes]);
     });
 

@@ -38,6 +38,7 @@ import type { Db } from "../../packages/server/src/db/db.js";
 import { getHost, type HostRow } from "../../packages/server/src/db/queries/hosts.js";
 import { addMembership, insertTeam } from "../../packages/server/src/db/queries/teams.js";
 import { insertUser } from "../../packages/server/src/db/queries/users.js";
+import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
 import {
   markStaleHostsUnreachable,
   registerHost,
@@ -92,6 +93,7 @@ async function setUp(kind: DbKind): Promise<Harness> {
     db: t.db,
     config: testConfig(t.dataDir ?? tmpdir()),
     sandboxes: unusedSandboxes,
+    agents: new AgentClients(() => {}),
   };
   const app = buildApp(deps, [hostRoutes]);
   const team = await insertTeam(t.db, { id: newId("team"), name: "Ops", slug: newId("team") });

@@ -142,6 +142,9 @@ export async function main(argv: string[]): Promise<void> {
 
   const proxy = createPortProxy(manager);
   const rpc = connectNodeAdapter({
+    // Never gzip: the control plane is the only client, on a fast link, and compressing file
+    // stream messages cost more agent CPU than everything else on the download path.
+    acceptCompression: [],
     routes: (router) => {
       router.service(
         HostAgentService,

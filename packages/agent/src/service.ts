@@ -12,6 +12,8 @@ import { processAndFileRpcs } from "./service-processes.js";
 /** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
 export const GUEST_ENVD_VERSION = "0.6.4";
 const FILE_CHUNK = 64 * 1024;
+/** Upload bytes gathered from stream messages before one write to envd. */
+const ENVD_WRITE = 1024 * 1024;
 
 function toPoint(p: MetricPoint): MessageInitShape<typeof MetricPointSchema> {
   return {
@@ -136,16 +138,28 @@ export function createHostAgentService(
         }
         const meta = first.value.content.value;
         const envd = m.envd(requireId(meta.sandboxId));
-        const body = new PassThrough({ highWaterMark: 4 * FILE_CHUNK });
+        const body = new PassThrough({ highWaterMark: 2 * ENVD_WRITE });
         const upload = envd.writeFile(requirePath(meta.path), body, meta.user || "root");
-        // Forward chunks with backpressure: wait for drain instead of buffering the file.
+        // Forward with backpressure (wait for drain instead of buffering the file), a megabyte
+        // per write: every separate write is a chunk envd parses on an emulated CPU.
         const pump = (async () => {
+          let batch: Uint8Array[] = [];
+          let batched = 0;
+          const forward = async () => {
+            const data = batch.length === 1 ? (batch[0] as Uint8Array) : Buffer.concat(batch);
+            batch = [];
+            batched = 0;
+            if (!body.write(data)) await new Promise((r) => body.once("drain", r));
+          };
           for (let n = await it.next(); !n.done; n = await it.next()) {
             if (n.value.content.case !== "chunk")
               throw invalid("only chunk messages may follow meta");
-            if (!body.write(n.value.content.value)) await new Promise((r) => body.once("drain", r));
+            batch.push(n.value.content.value);
+            batched += n.value.content.value.length;
+            if (batched >= ENVD_WRITE) await forward();
             m.touch(meta.sandboxId);
           }
+          if (batched > 0) await forward();
           body.end();
         })();
         pump.catch((err: unknown) =>

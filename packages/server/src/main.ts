@@ -102,10 +102,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         log(`[server] local host agent registration token written to ${local.tokenFile}`);
     }
 
-    const agents = new AgentClients();
+    const agents = new AgentClients(log);
     const sandboxes = new SandboxService(db, agents, platform.id, log);
     const templates = new TemplateService(db, sandboxes, platform.id, log);
-    const deps: AppDeps = { db, config, sandboxes };
+    const deps: AppDeps = { db, config, sandboxes, agents };
     const modules: RouteModule[] = [
       authRoutes,
       teamRoutes,

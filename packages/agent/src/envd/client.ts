@@ -64,6 +64,8 @@ export class EnvdClient {
       baseUrl: this.baseUrl,
       httpVersion: "1.1",
       useBinaryFormat: true,
+      // No gzip: envd would compress process output in the guest, where CPU is emulated.
+      acceptCompression: [],
       nodeOptions: { agent: noKeepAlive },
       interceptors: token
         ? [

@@ -1,5 +1,6 @@
 import type { ServerConfig } from "../config.js";
 import type { Db } from "../db/db.js";
+import type { AgentClients } from "../hosts/agent-clients.js";
 import type { SandboxAccess } from "../services/sandbox-access.js";
 
 export type Role = "owner" | "admin" | "member";
@@ -25,6 +26,8 @@ export interface AppDeps {
   db: Db;
   config: ServerConfig;
   sandboxes: SandboxAccess;
+  /** Connect clients of the host agents, for host-level calls (Terminate on a forced delete). */
+  agents: AgentClients;
 }
 
 export interface AppEnv {

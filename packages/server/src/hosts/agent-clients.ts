@@ -10,6 +10,8 @@ import type { AgentClient } from "../services/sandbox-access.js";
 export class AgentClients {
   private readonly clients = new Map<string, { address: string; client: AgentClient }>();
 
+  constructor(private readonly log: (line: string) => void = (l) => console.log(l)) {}
+
   get(hostId: string, address: string): AgentClient {
     const cached = this.clients.get(hostId);
     if (cached && cached.address === address) return cached.client;
@@ -18,6 +20,9 @@ export class AgentClients {
       baseUrl: address,
       httpVersion: "1.1",
       useBinaryFormat: true,
+      // No gzip: file chunks are mostly incompressible and compressing every 64 KiB stream
+      // message cost more CPU than the rest of a download's path together.
+      acceptCompression: [],
     });
     const client = createClient(HostAgentService, transport);
     this.clients.set(hostId, { address, client });
@@ -26,5 +31,23 @@ export class AgentClients {
 
   forget(hostId: string): void {
     this.clients.delete(hostId);
+  }
+
+  /**
+   * Asks a host's agent to destroy all its sandboxes and exit (a forced host delete). Best
+   * effort: an unreachable agent is logged, not an error, since its host is being deleted
+   * anyway; the agent also stops on its own when heartbeats answer 404.
+   */
+  async terminate(hostId: string, address: string, timeoutMs = 30_000): Promise<boolean> {
+    try {
+      await this.get(hostId, address).terminate({}, { timeoutMs });
+      this.log(`[hosts] host ${hostId}: agent terminated (its sandboxes destroyed)`);
+      return true;
+    } catch (err) {
+      this.log(`[hosts] host ${hostId}: Terminate failed, its sandboxes may still run: ${err}`);
+      return false;
+    } finally {
+      this.forget(hostId);
+    }
   }
 }

@@ -123,10 +123,38 @@ export class SandboxService implements SandboxAccess {
 
   private readonly recentHosts = new Map<string, { address: string; until: number }>();
 
+  /**
+   * Sandboxes seen running in the last second (or just created here): a command right after
+   * create, or a burst of them, needs no database read. State changes made through this service
+   * forget the entry; one made elsewhere (another control plane, the reconciler) is seen within
+   * a second, and the agent refuses commands to a sandbox it no longer runs in the meantime.
+   */
+  private readonly recentRunning = new Map<string, { row: SandboxRecord; until: number }>();
+
+  private rememberRunning(row: SandboxRecord): void {
+    const now = Date.now();
+    if (this.recentRunning.size >= 1000)
+      for (const [id, e] of this.recentRunning) if (e.until < now) this.recentRunning.delete(id);
+    this.recentRunning.set(row.id, { row, until: now + 1000 });
+  }
+
+  /** Drops the cached "running" view of a sandbox whose state is about to change. */
+  forgetRunning(sandboxId: string): void {
+    this.recentRunning.delete(sandboxId);
+  }
+
   async running(teamId: string, sandboxId: string) {
-    const sandbox = await this.get(teamId, sandboxId);
-    if (sandbox.status !== "running")
-      throw invalidState(`sandbox ${sandboxId} is ${sandbox.status}, not running`);
+    const hit = this.recentRunning.get(sandboxId);
+    let sandbox: SandboxRecord;
+    if (hit && hit.until >= Date.now() && hit.row.team_id === teamId) sandbox = hit.row;
+    else {
+      sandbox = await this.get(teamId, sandboxId);
+      if (sandbox.status !== "running") {
+        this.forgetRunning(sandboxId);
+        throw invalidState(`sandbox ${sandboxId} is ${sandbox.status}, not running`);
+      }
+      this.rememberRunning(sandbox);
+    }
     return { sandbox, agent: await this.agentFor(sandbox) };
   }
 
@@ -216,9 +244,12 @@ export class SandboxService implements SandboxAccess {
           throw invalidState(`sandbox ${id} was destroyed while it was being created`);
         }
         // The lifetime counts from now, not from the insert before a possibly slow create.
-        if (input.endInSec !== undefined)
-          return (await setSandboxEndAt(this.db, id, input.endInSec, "exact")) ?? done;
-        return done;
+        const created =
+          input.endInSec !== undefined
+            ? ((await setSandboxEndAt(this.db, id, input.endInSec, "exact")) ?? done)
+            : done;
+        this.rememberRunning(created);
+        return created;
       } catch (err) {
         lastError = err;
         // Full host or unreachable host: the next candidate may still take it.
@@ -234,6 +265,7 @@ export class SandboxService implements SandboxAccess {
   }
 
   async destroy(teamId: string, sandboxId: string): Promise<void> {
+    this.forgetRunning(sandboxId);
     const row = await this.get(teamId, sandboxId);
     if (row.status === "stopped" || row.status === "error") return;
     if (row.status === "running") await this.flushMetrics(row, ["24h"]);
@@ -264,6 +296,7 @@ export class SandboxService implements SandboxAccess {
   }
 
   async pause(teamId: string, sandboxId: string): Promise<SandboxRow> {
+    this.forgetRunning(sandboxId);
     const row = await this.get(teamId, sandboxId);
     if (row.status === "paused") throw invalidState(`sandbox ${sandboxId} is already paused`);
     const agent = row.status === "running" ? await this.agentFor(row) : undefined;
@@ -328,6 +361,7 @@ export class SandboxService implements SandboxAccess {
 
   /** Sets the idle timeout (0 = never auto-pause), on the host first, then in the database. */
   async setTimeout(teamId: string, sandboxId: string, timeoutSec: number): Promise<SandboxRow> {
+    this.forgetRunning(sandboxId);
     const row = await this.get(teamId, sandboxId);
     if (row.status !== "running" && row.status !== "paused")
       throw invalidState(`sandbox ${sandboxId} is ${row.status}`);

@@ -49,6 +49,7 @@ export class TemplateService {
       throw conflict("name_taken", `your team already has a template named ${name}`);
     const agent = await this.sandboxes.agentFor(sandbox);
     const before = sandbox.status;
+    this.sandboxes.forgetRunning(sandboxId);
     if (
       before === "running" &&
       !(await transitionSandbox(this.db, sandboxId, ["running"], "paused"))

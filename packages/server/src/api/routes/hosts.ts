@@ -298,10 +298,10 @@ export function hostRoutes(deps: AppDeps) {
       request: {
         params: HostIdParam,
         query: z.object({
-          force: z
-            .enum(["true", "false"], { error: "must be true or false" })
-            .optional()
-            .openapi({ description: "mark its live sandboxes stopped and delete anyway" }),
+          force: z.enum(["true", "false"], { error: "must be true or false" }).optional().openapi({
+            description:
+              "mark its live sandboxes stopped, delete anyway, and tell its agent to destroy them and exit",
+          }),
         }),
       },
       responses: {
@@ -312,8 +312,15 @@ export function hostRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const { id } = c.req.valid("param");
-      const res = await deleteHost(db, id, c.req.valid("query").force === "true");
+      const force = c.req.valid("query").force === "true";
+      // Read before the delete: its address is needed to stop its agent afterwards.
+      const host = force ? await getHost(db, id) : undefined;
+      const res = await deleteHost(db, id, force);
       if (res === "not_found") throw notFound("host");
+      // The rows are already consistent (sandboxes stopped, host gone); what still runs on the
+      // host is destroyed by its agent's Terminate, so no VM outlives its database row.
+      if (res === "deleted" && host?.address) await deps.agents.terminate(id, host.address);
+      else if (res === "deleted") deps.agents.forget(id);
       if (res !== "deleted") {
         throw new ApiError(
           409,
