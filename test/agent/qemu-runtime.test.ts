@@ -342,16 +342,37 @@ test("failed starts unwind and say why", async () => {
   assert.deepEqual(readdirSync(f.spec.dir), []);
 });
 
-test("a machine size other than the template's cold-boots; adopt; SIGKILL; stop leaves nothing", async () => {
-  const e = await newBox("base", "qe");
-  e.spec = { ...e.spec, memoryMb: 384, vcpus: 1 };
-  e.state = await timed("cold boot (384 MiB, 1 vCPU)", () => runtime.start(e.spec));
-  assert.equal(e.state.details.mode, "boot");
-  const se = await connect(e);
-  assert.equal(await sh(se, "nproc"), "1");
-  const memKb = Number(await sh(se, "awk '/MemTotal/ {print $2}' /proc/meminfo"));
-  assert.ok(memKb > 300_000 && memKb <= 384 * 1024, `MemTotal ${memKb} kB`);
-  await runtime.stop(e.spec, e.state);
+test("another machine size clones a size variant built once; adopt; SIGKILL; stop leaves nothing", async () => {
+  const variantDir = join(NESTBOX_DIR, "templates", "base~1c384m");
+  rmSync(variantDir, { recursive: true, force: true });
+  const sized = async (label: string) => {
+    const box = await newBox("base", label);
+    box.spec = { ...box.spec, memoryMb: 384, vcpus: 1 };
+    box.state = await timed(`start ${label} (384 MiB, 1 vCPU)`, () => runtime.start(box.spec));
+    assert.equal(box.state.details.mode, "clone");
+    const s = await connect(box);
+    assert.equal(await sh(s, "nproc"), "1");
+    const memKb = Number(await sh(s, "awk '/MemTotal/ {print $2}' /proc/meminfo"));
+    assert.ok(memKb > 300_000 && memKb <= 384 * 1024, `MemTotal ${memKb} kB`);
+    await runtime.stop(box.spec, box.state);
+  };
+  await sized("qe"); // builds the variant, then clones it
+  const versions = readdirSync(variantDir).filter((n) => n.startsWith("v"));
+  assert.equal(versions.length, 1);
+  await sized("qv"); // clones the same variant
+  assert.deepEqual(
+    readdirSync(variantDir).filter((n) => n.startsWith("v")),
+    versions,
+    "the second sandbox of that size reuses the variant",
+  );
+  assert.ok(
+    (timings["start qv (384 MiB, 1 vCPU)"] ?? 0) < (timings["start qe (384 MiB, 1 vCPU)"] ?? 0),
+    "a clone of the variant starts faster than building it",
+  );
+  assert.ok(
+    !(await runtime.listTemplates()).some((t) => t.name.includes("~")),
+    "size variants are not listed as templates",
+  );
 
   assert.equal(await runtime.adopt(b.spec, b.state as RuntimeState), true);
   // An agent that died between `stop` and `cont` left the VM stopped: adopt lets it run again.

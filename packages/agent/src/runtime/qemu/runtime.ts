@@ -1,7 +1,8 @@
 // The `qemu` runtime: every sandbox is a QEMU microVM. Starting one is a clone of its template's
 // memory snapshot (RAM file mapped copy-on-write + a few KiB of device state, see
-// template-snapshot.ts) with a qcow2 overlay of the template's disk; a cold boot only when the
-// template has no snapshot or the sandbox asks for a different machine size.
+// template-snapshot.ts) with a qcow2 overlay of the template's disk. Another machine size clones
+// a size variant (the template booted and snapshotted once at that size); a cold boot only
+// when the template has no snapshot, or is a user's memory snapshot asked for at another size.
 
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -35,16 +36,18 @@ import {
   runCommand,
 } from "./process.js";
 import { withTemplateFileLock } from "./template-lock.js";
-import { pruneTemplateVersions } from "./template-prune.js";
+import { pruneStaleVariants, pruneTemplateVersions } from "./template-prune.js";
 import { bootAndSnapshot, type SnapshotContext, templatize } from "./template-snapshot.js";
 import {
   checkTemplateName,
   commitVersion,
   directoryBytes,
   listAllVersions,
+  listSizeVariants,
   listTemplateNames,
   readCurrent,
   removeStaleBuilds,
+  sizeVariantName,
   startVersion,
   type TemplateMeta,
   type VersionPaths,
@@ -233,9 +236,11 @@ export class QemuRuntime implements Runtime {
       };
       await commitVersion(paths, meta);
       this.log.info("template ready", { template, version: paths.version, ...timing });
-      await pruneTemplateVersions(this.nestboxDir, template, this.log).catch((err: unknown) =>
-        this.log.warn("pruning old template versions failed", { template, err: String(err) }),
-      );
+      await pruneStaleVariants(this.nestboxDir, template, this.log)
+        .then(() => pruneTemplateVersions(this.nestboxDir, template, this.log))
+        .catch((err: unknown) =>
+          this.log.warn("pruning old template versions failed", { template, err: String(err) }),
+        );
       return meta;
     } catch (error) {
       await rm(paths.buildDir, { recursive: true, force: true });
@@ -265,8 +270,12 @@ export class QemuRuntime implements Runtime {
   deleteTemplate(template: string): Promise<void> {
     checkTemplateName(template);
     return this.withLock(`template:${template}`, async () => {
+      // Its size variants go with it (the manager has checked that no sandbox uses it), unless
+      // another template was made from a sandbox of one of them.
+      const variants = await listSizeVariants(this.nestboxDir, template);
+      const family = new Set([template, ...variants]);
       const dependants = (await listAllVersions(this.nestboxDir)).filter(
-        (meta) => meta.parent?.name === template && meta.name !== template,
+        (meta) => meta.parent && family.has(meta.parent.name) && !family.has(meta.name),
       );
       if (dependants.length > 0) {
         const names = [...new Set(dependants.map((meta) => meta.name))].join(", ");
@@ -275,6 +284,8 @@ export class QemuRuntime implements Runtime {
           `template ${template} is the base of template(s) ${names}; delete those first`,
         );
       }
+      for (const variant of variants)
+        await rm(templateDir(this.nestboxDir, variant), { recursive: true, force: true });
       await rm(templateDir(this.nestboxDir, template), { recursive: true, force: true });
     });
   }
@@ -282,15 +293,20 @@ export class QemuRuntime implements Runtime {
   // ---------------------------------------------------------------- sandboxes
 
   async start(spec: SandboxSpec): Promise<RuntimeState> {
-    const tpl = await this.templateForStart(spec.template);
-    const sizeMatches = tpl.machine.memoryMiB === spec.memoryMb && tpl.machine.vcpus === spec.vcpus;
-    const clone = tpl.snapshot !== null && sizeMatches;
+    let tpl = await this.templateForStart(spec.template);
+    const sizeOf = (t: TemplateMeta) =>
+      t.machine.memoryMiB === spec.memoryMb && t.machine.vcpus === spec.vcpus;
+    // A freshly booted template at another size is booted and snapshotted once more at that
+    // size; a user's memory snapshot keeps its own size (its processes live in that memory).
+    if (tpl.snapshot !== null && !sizeOf(tpl) && tpl.origin !== "snapshot")
+      tpl = await this.sizeVariant(tpl, spec.vcpus, spec.memoryMb, spec.id);
+    const clone = tpl.snapshot !== null && sizeOf(tpl);
     if (!clone) {
       this.log.info("cold boot", {
         sandbox: spec.id,
         template: spec.template,
         reason: tpl.snapshot
-          ? "machine size differs from the template's"
+          ? "a memory snapshot keeps its machine size"
           : "template has no memory snapshot",
       });
     }
@@ -723,6 +739,49 @@ export class QemuRuntime implements Runtime {
   }
 
   /** The template's current version; `base` is prepared on first use. */
+  /**
+   * The template's size variant (built on first use, under the variant's lock, and again after
+   * the template changed), whose snapshot sandboxes of that size clone.
+   */
+  private sizeVariant(
+    tpl: TemplateMeta,
+    vcpus: number,
+    memoryMiB: number,
+    sandbox: string,
+  ): Promise<TemplateMeta> {
+    const name = sizeVariantName(tpl.name, vcpus, memoryMiB);
+    return this.withLock(`template:${name}`, async () => {
+      const current = await readCurrent(this.nestboxDir, name);
+      if (
+        current?.snapshot &&
+        current.parent?.name === tpl.name &&
+        current.parent.version === tpl.version
+      )
+        return current;
+      await removeStaleBuilds(this.nestboxDir, name);
+      this.log.info("preparing size variant", {
+        sandbox,
+        template: tpl.name,
+        vcpus,
+        memoryMiB,
+        reason: current ? "the template changed" : "first sandbox of this size",
+      });
+      const meta = await this.buildBooted(name, { ...tpl.machine, vcpus, memoryMiB }, tpl.disk, {
+        ...(tpl.imageHash ? { imageHash: tpl.imageHash } : {}),
+        parent: { name: tpl.name, version: tpl.version },
+        origin: "prepare",
+      });
+      // The variant's old version may have held the template's previous version.
+      await pruneTemplateVersions(this.nestboxDir, tpl.name, this.log).catch((err: unknown) =>
+        this.log.warn("pruning old template versions failed", {
+          template: tpl.name,
+          err: String(err),
+        }),
+      );
+      return meta;
+    });
+  }
+
   private async templateForStart(template: string): Promise<TemplateMeta> {
     checkTemplateName(template);
     const current = await readCurrent(this.nestboxDir, template);

@@ -1,7 +1,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { sandboxFiles } from "./paths.js";
-import { listAllVersions, readCurrent, versionDir } from "./template-store.js";
+import { sandboxFiles, templateDir } from "./paths.js";
+import { listAllVersions, listSizeVariants, readCurrent, versionDir } from "./template-store.js";
 
 interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -63,5 +63,28 @@ export async function pruneTemplateVersions(
     if (used.has(`${meta.name}/${meta.version}`)) continue;
     await rm(versionDir(nestboxDir, meta), { recursive: true, force: true });
     log.info("removed unused template version", { template: name, version: meta.version });
+  }
+}
+
+/**
+ * Removes size variants of `template` built from one of its older versions that no sandbox
+ * uses (a variant is rebuilt on the next sandbox of its size), so they stop holding the
+ * template's old versions on disk.
+ */
+export async function pruneStaleVariants(
+  nestboxDir: string,
+  template: string,
+  log: Logger,
+): Promise<void> {
+  const current = await readCurrent(nestboxDir, template);
+  if (!current) return;
+  const used = await versionsInUse(nestboxDir);
+  const versions = await listAllVersions(nestboxDir);
+  for (const variant of await listSizeVariants(nestboxDir, template)) {
+    const mine = versions.filter((meta) => meta.name === variant);
+    const stale = mine.every((meta) => meta.parent?.version !== current.version);
+    if (!stale || mine.some((meta) => used.has(`${meta.name}/${meta.version}`))) continue;
+    await rm(templateDir(nestboxDir, variant), { recursive: true, force: true });
+    log.info("removed size variant of an old template version", { template, variant });
   }
 }

@@ -43,6 +43,28 @@ export function checkTemplateName(name: string): void {
   }
 }
 
+/**
+ * A size variant: the template booted and snapshotted at another vCPU count and memory size,
+ * so sandboxes of that size are clones too. Its name (`base~1c384m`) is no valid template
+ * name, so no RPC can address, list or collide with it.
+ */
+const VARIANT_NAME = /^([a-z0-9][a-z0-9._-]{0,63})~[1-9][0-9]{0,2}c[1-9][0-9]{1,6}m$/;
+
+export function sizeVariantName(template: string, vcpus: number, memoryMiB: number): string {
+  checkTemplateName(template);
+  return `${template}~${vcpus}c${memoryMiB}m`;
+}
+
+/** The template a size variant belongs to, or undefined for any other name. */
+export function variantBase(name: string): string | undefined {
+  return VARIANT_NAME.exec(name)?.[1];
+}
+
+/** Names the store itself handles: templates and their size variants. */
+function checkStoredName(name: string): void {
+  if (!TEMPLATE_NAME.test(name) && !VARIANT_NAME.test(name)) checkTemplateName(name);
+}
+
 export function newVersion(): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   return `v${stamp}-${randomBytes(3).toString("hex")}`;
@@ -58,7 +80,7 @@ export interface VersionPaths {
 }
 
 export async function startVersion(nestboxDir: string, name: string): Promise<VersionPaths> {
-  checkTemplateName(name);
+  checkStoredName(name);
   const version = newVersion();
   const base = templateDir(nestboxDir, name);
   const buildDir = join(base, `.build-${version}`);
@@ -80,7 +102,7 @@ export async function readCurrent(
   nestboxDir: string,
   name: string,
 ): Promise<TemplateMeta | undefined> {
-  checkTemplateName(name);
+  checkStoredName(name);
   const base = templateDir(nestboxDir, name);
   let version: string;
   try {
@@ -119,10 +141,20 @@ export function versionDir(
 }
 
 export async function listTemplateNames(nestboxDir: string): Promise<string[]> {
+  return (await listStoredNames(nestboxDir)).filter((name) => TEMPLATE_NAME.test(name));
+}
+
+/** The size variants of `template` on disk. */
+export async function listSizeVariants(nestboxDir: string, template: string): Promise<string[]> {
+  return (await listStoredNames(nestboxDir)).filter((name) => variantBase(name) === template);
+}
+
+/** Templates and size variants. */
+async function listStoredNames(nestboxDir: string): Promise<string[]> {
   try {
     const entries = await readdir(templatesRoot(nestboxDir), { withFileTypes: true });
     return entries
-      .filter((e) => e.isDirectory() && TEMPLATE_NAME.test(e.name))
+      .filter((e) => e.isDirectory() && (TEMPLATE_NAME.test(e.name) || VARIANT_NAME.test(e.name)))
       .map((e) => e.name)
       .sort();
   } catch (error) {
@@ -131,10 +163,10 @@ export async function listTemplateNames(nestboxDir: string): Promise<string[]> {
   }
 }
 
-/** Every version of every template (for dependency checks). */
+/** Every version of every template and size variant (for dependency checks). */
 export async function listAllVersions(nestboxDir: string): Promise<TemplateMeta[]> {
   const result: TemplateMeta[] = [];
-  for (const name of await listTemplateNames(nestboxDir)) {
+  for (const name of await listStoredNames(nestboxDir)) {
     const entries = await readdir(templateDir(nestboxDir, name), { withFileTypes: true });
     for (const entry of entries) {
       if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
