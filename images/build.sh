@@ -15,6 +15,9 @@ SUITE=bookworm
 # Free space left in the guest root filesystem on top of what the image contains. The file is
 # sparse and sandboxes write to qcow2 overlays, so unused space costs nothing on the host.
 ROOTFS_FREE_MIB=${NESTBOX_ROOTFS_FREE_MIB:-2048}
+# Smallest root filesystem: sandboxes' default disk (disk_size_mb 5120, E2B's size), so a
+# default sandbox needs no resize; a larger disk_size_mb is grown by the agent at create.
+ROOTFS_MIN_MIB=${NESTBOX_ROOTFS_MIN_MIB:-5120}
 ENVD_BUNDLE=${NESTBOX_ENVD_BUNDLE:-"$REPO_DIR/packages/envd/dist/bundle"}
 GUEST_INIT=/usr/local/sbin/nestbox-init
 ENVD_PORT=49983
@@ -41,6 +44,7 @@ Builds the guest kernel and the 'base' template root filesystem into \$NESTBOX_D
 Environment: NESTBOX_DIR, NESTBOX_NODE (node binary to copy into the guest; default: the node
 on PATH), NESTBOX_APT_MIRROR (default: read from this machine's apt sources),
 NESTBOX_ROOTFS_FREE_MIB (free space in the root filesystem, default 2048),
+NESTBOX_ROOTFS_MIN_MIB (smallest root filesystem, default 5120: the default sandbox disk),
 NESTBOX_ENVD_BUNDLE (envd bundle directory; default packages/envd/dist/bundle).
 EOF
 }
@@ -260,6 +264,7 @@ INPUT_HASH=$({
   echo "kernel $KERNEL_KIND"
   echo "suite $SUITE"
   echo "rootfs-free-mib $ROOTFS_FREE_MIB"
+  echo "rootfs-min-mib $ROOTFS_MIN_MIB"
   echo "recipe"
   sha256sum <"$SCRIPT_DIR/build.sh"
   sha256sum <"$SCRIPT_DIR/packages.txt"
@@ -496,6 +501,7 @@ step "root filesystem image (mkfs.ext4 -d)"
 USED_KIB=$(du -sk --apparent-size "$ROOT" | cut -f1)
 # ext4 metadata and the journal need room beyond the files themselves.
 SIZE_MIB=$(((USED_KIB * 12 / 10) / 1024 + ROOTFS_FREE_MIB + 64))
+[ "$SIZE_MIB" -ge "$ROOTFS_MIN_MIB" ] || SIZE_MIB=$ROOTFS_MIN_MIB
 # lazy_*_init=0: the guest kernel would otherwise zero inode tables in the background after
 # boot, which is slow under TCG and grows every sandbox's overlay.
 mkfs.ext4 -q -F -L nestbox-root -m 0 -E lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0 \

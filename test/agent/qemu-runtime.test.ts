@@ -327,6 +327,33 @@ test("flattenToTemplate: disk only; prepareTemplate snapshots it; clones have th
   await runtime.stop(d.spec, d.state);
 });
 
+test("a disk_size_mb above the template's grows the guest's filesystem; below, the template's size stays", async () => {
+  const rootMiB = async (s: Sandbox) => Number(await sh(s, "df -m --output=size / | tail -1"));
+  const small = await newBox("base", "qs");
+  small.spec = { ...small.spec, diskSizeMb: 1024 };
+  small.state = await runtime.start(small.spec);
+  const templateMiB = await rootMiB(await connect(small));
+  assert.ok(templateMiB > 1024, `the template's ${templateMiB} MiB, not shrunk to 1024`);
+  await runtime.stop(small.spec, small.state);
+
+  const big = await newBox("base", "qg");
+  big.spec = { ...big.spec, diskSizeMb: templateMiB + 2048 };
+  big.state = await timed("start with a grown disk", () => runtime.start(big.spec));
+  const sb = await connect(big);
+  const sectors = Number(await sh(sb, "cat /sys/block/vda/size"));
+  assert.equal(
+    sectors * 512,
+    big.spec.diskSizeMb * 1024 * 1024,
+    "the guest's disk has the size asked for",
+  );
+  const grown = await rootMiB(sb);
+  // ext4 keeps some of the new space for its own metadata.
+  assert.ok(grown >= templateMiB + 1800, `root filesystem ${grown} MiB after growing`);
+  // The space is really there: write past the template's free space would need it.
+  await sh(sb, "fallocate -l 1G /var/tmp/big && rm /var/tmp/big");
+  await runtime.stop(big.spec, big.state);
+});
+
 test("failed starts unwind and say why", async () => {
   const f = await newBox("base", "qx");
   await assert.rejects(

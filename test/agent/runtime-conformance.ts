@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -136,6 +136,39 @@ export function runtimeConformance(o: ConformanceOptions): void {
       assert.ok(Date.now() - t0 < 10_000);
       const ps = await exec(id, "pgrep -x sleep || true");
       assert.equal(ps.out, "", "the timed-out command was killed");
+      await agent.client.destroySandbox({ sandboxId: id });
+    });
+
+    it("holds a command back, not its output, while a stream's reader stalls", async () => {
+      const id = await create();
+      const SIZE = 64 << 20;
+      const rssMiB = () =>
+        Number(
+          /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.child.pid}/status`, "utf8"))?.[1],
+        ) / 1024;
+      let bytes = 0;
+      let growth = 0;
+      let stalled = false;
+      for await (const ev of agent.client.execStream({
+        sandboxId: id,
+        cmd: "head",
+        args: ["-c", String(SIZE), "/dev/zero"],
+        noTimeout: true,
+      })) {
+        if (ev.event.case === "data") bytes += ev.event.value.output.value?.length ?? 0;
+        if (bytes > 0 && !stalled) {
+          stalled = true;
+          const before = rssMiB();
+          let peak = before;
+          for (let i = 0; i < 20; i++) {
+            await sleep(100);
+            peak = Math.max(peak, rssMiB());
+          }
+          growth = peak - before;
+        }
+      }
+      assert.equal(bytes, SIZE, "every byte arrives once the reader goes on");
+      assert.ok(growth < 40, `the agent held ${growth.toFixed(1)} MiB for a stalled reader`);
       await agent.client.destroySandbox({ sandboxId: id });
     });
 

@@ -78,6 +78,11 @@ export function controlPlaneSuite(o: StackOptions): void {
       assert.equal(out.stdout, "hi from user\n");
       assert.equal(out.stderr, "err\n");
       assert.equal(out.exit_code, 3);
+      // A clone wakes with its template's clock; envd sets it from the agent's /init.
+      const sentAt = Date.now();
+      const guestNow = Number((await sh(sb.id, "date +%s.%N")).stdout);
+      const skew = guestNow - (sentAt + Date.now()) / 2000;
+      assert.ok(Math.abs(skew) < 3, `guest clock off by ${skew.toFixed(1)} s`);
 
       const listed = await s.api(
         "GET",

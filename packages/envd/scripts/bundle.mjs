@@ -1,4 +1,4 @@
-// Bundles envd into one ESM file plus the two native addons it loads at run time, so the
+// Bundles envd into one ESM file plus the native addons it loads at run time, so the
 // guest image needs only a Node binary and this directory (dist/bundle).
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -65,6 +65,15 @@ for (const name of NATIVE) {
       cpSync(path.join(release, f), path.join(dst, "build/Release", f));
   }
 }
+// envd's own addon (settimeofday for --sync-clock), built by `npm run build:native`; envd looks
+// for it at native/clock.node beside the bundle. Without it a restored guest keeps its
+// snapshot's clock, so a bundle without it is an error, not a warning.
+const clockAddon = path.join(pkgDir, "native/clock/build/Release/clock.node");
+if (!existsSync(clockAddon))
+  throw new Error(`envd's clock addon is not built (${clockAddon}); run npm run build:native`);
+mkdirSync(path.join(out, "native"), { recursive: true });
+cpSync(clockAddon, path.join(out, "native", "clock.node"));
+
 writeFileSync(
   path.join(out, "package.json"),
   `${JSON.stringify({ type: "module", private: true }, null, 2)}\n`,

@@ -301,6 +301,10 @@ export class QemuRuntime implements Runtime {
     if (tpl.snapshot !== null && !sizeOf(tpl) && tpl.origin !== "snapshot")
       tpl = await this.sizeVariant(tpl, spec.vcpus, spec.memoryMb, spec.id);
     const clone = tpl.snapshot !== null && sizeOf(tpl);
+    // The disk is never smaller than the template's (an overlay cannot shrink its base); a
+    // larger disk_size_mb is grown once the guest runs.
+    const templateDiskMiB = await this.virtualSizeMiB(tpl.disk);
+    const growToMiB = spec.diskSizeMb > templateDiskMiB ? spec.diskSizeMb : undefined;
     if (!clone) {
       this.log.info("cold boot", {
         sandbox: spec.id,
@@ -340,6 +344,8 @@ export class QemuRuntime implements Runtime {
           if (snapshot) await v.restore(snapshot.state, true, this.snapshotCtx.migrateTimeoutMs);
         },
         clone ? this.restoreTimeoutMs : this.snapshotCtx.bootTimeoutMs,
+        undefined,
+        growToMiB,
       );
       return this.runningState(spec, sm, vm);
     } catch (error) {
@@ -358,6 +364,7 @@ export class QemuRuntime implements Runtime {
     load: (vm: Vm) => Promise<void>,
     healthTimeoutMs: number,
     memory?: "ram",
+    growDiskToMiB?: number,
   ): Promise<Vm> {
     const tplDir = join(templateDir(this.nestboxDir, sm.template.name), sm.template.version);
     const vm = await Vm.launch({
@@ -393,12 +400,54 @@ export class QemuRuntime implements Runtime {
         });
         if (clockMode === "wait") await synced;
       }
+      if (growDiskToMiB) await this.growDisk(vm, url, spec, growDiskToMiB);
       vm.qmp.close();
       return vm;
     } catch (error) {
       await vm.kill();
       throw await vm.error("internal", `sandbox ${spec.id}: start failed`, error);
     }
+  }
+
+  /**
+   * Grows a running guest's disk: QMP `block_resize` (the guest kernel sees the new capacity at
+   * once), then an online `resize2fs` of its root filesystem as root through envd.
+   */
+  private async growDisk(vm: Vm, url: string, spec: SandboxSpec, mib: number): Promise<void> {
+    const started = Date.now();
+    await vm.qmp.execute("block_resize", { device: "rootfs", size: mib * 1024 * 1024 });
+    const r = await runGuestCommand(url, "/sbin/resize2fs", ["/dev/vda"], {
+      ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
+      timeoutMs: 120_000,
+    });
+    if (r.exitCode !== 0)
+      throw new RuntimeError(
+        "internal",
+        `growing the guest's filesystem to ${mib} MiB failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      );
+    this.log.info("disk grown", { sandbox: spec.id, mib, ms: Date.now() - started });
+  }
+
+  private readonly diskSizes = new Map<string, number>();
+
+  /** A template disk's virtual size in MiB (a template version's files never change). */
+  private async virtualSizeMiB(disk: TemplateMeta["disk"]): Promise<number> {
+    const known = this.diskSizes.get(disk.path);
+    if (known !== undefined) return known;
+    const { stdout } = await runCommand([
+      "qemu-img",
+      "info",
+      "-U",
+      "--output=json",
+      "-f",
+      disk.format,
+      disk.path,
+    ]);
+    const mib = Math.floor(
+      (JSON.parse(stdout) as { "virtual-size": number })["virtual-size"] / (1024 * 1024),
+    );
+    this.diskSizes.set(disk.path, mib);
+    return mib;
   }
 
   private runningState(spec: SandboxSpec, sm: SandboxMachine, vm: Vm): RuntimeState {
