@@ -1516,7 +1516,7 @@ export interface paths {
     delete: {
       parameters: {
         query?: {
-          /** @description mark its live sandboxes stopped and delete anyway */
+          /** @description mark its live sandboxes stopped, delete anyway, and tell its agent to destroy them and exit */
           force?: "true" | "false";
         };
         header?: never;
