@@ -1,4 +1,5 @@
 import { runtimeConformance } from "./runtime-conformance.js";
+import { warmPoolConformance } from "./warm-pool-suite.js";
 
 runtimeConformance({
   runtime: "namespace",
@@ -6,3 +7,4 @@ runtimeConformance({
   slots: "3000-3099",
   memorySnapshots: false,
 });
+warmPoolConformance({ runtime: "namespace", instance: "o", slots: "3100-3149" });

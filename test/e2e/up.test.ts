@@ -388,4 +388,20 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
     assert.equal(code, 0, up.output().slice(-3000));
     assert.deepEqual(processesWith(dataDir), []);
   });
+
+  it("a SIGKILLed up takes its daemons with it", async () => {
+    up = startUp(dataDir, apiPort, agentPort);
+    await waitUntilUp(up, 60_000);
+    const daemons = processesWith(dataDir).filter((p) => /main\.js (server|agent) /.test(p.args));
+    assert.equal(daemons.length, 2, JSON.stringify(daemons));
+    // Only up itself: no signal reaches the daemons (their own process groups).
+    process.kill(up.child.pid as number, "SIGKILL");
+    await up.exited;
+    const left = await until(
+      "the daemons to stop on their own",
+      async () => (processesWith(dataDir).length === 0 ? "none" : undefined),
+      30_000,
+    ).catch(() => JSON.stringify(processesWith(dataDir)));
+    assert.equal(left, "none", "the server and the agent outlived a killed up");
+  });
 });

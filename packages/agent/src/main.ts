@@ -41,8 +41,12 @@ Options:
                              <data-dir>/agent/<instance>/credentials.json
   --advertise-url <url>      where the control plane reaches this agent (default
                              http://<listen address>)
+  --warm-pool <n>            keep n sandboxes of the default shape (base, 2 vCPUs, 512 MiB)
+                             started and warmed up; a matching create takes one (default 0)
   --pause-on-exit            on SIGTERM/SIGINT pause running sandboxes instead of leaving them
                              running (nestbox up uses this)
+  --stop-when-stdin-closes   stop as on SIGTERM when stdin reaches its end: stdin is a pipe
+                             from a supervisor (nestbox up) that may be killed outright
   -h, --help                 show this help
 `;
 
@@ -70,6 +74,14 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
   return n;
 }
 
+function warmPoolSize(v: string | undefined): number {
+  if (v === undefined) return 0;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 64)
+    throw new UsageError(`--warm-pool must be an integer from 0 to 64, got ${v}`);
+  return n;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -80,10 +92,12 @@ export async function main(argv: string[]): Promise<void> {
       "data-dir": { type: "string" },
       "memory-capacity-mb": { type: "string" },
       "disk-reserve-mb": { type: "string" },
+      "warm-pool": { type: "string" },
       instance: { type: "string", default: "s" },
       slots: { type: "string" },
       "control-plane": { type: "string" },
       "registration-token": { type: "string" },
+      "stop-when-stdin-closes": { type: "boolean", default: false },
       "advertise-url": { type: "string" },
       "pause-on-exit": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -137,6 +151,7 @@ export async function main(argv: string[]): Promise<void> {
     ...(values["disk-reserve-mb"]
       ? { diskReserveMb: positiveInt("disk-reserve-mb", values["disk-reserve-mb"]) }
       : {}),
+    warmPool: warmPoolSize(values["warm-pool"]),
   });
   await manager.start();
 
@@ -222,6 +237,8 @@ export async function main(argv: string[]): Promise<void> {
       // Sandboxes keep running: a restarted agent re-adopts them.
       log.info("shutting down, sandboxes keep running", { signal });
     }
+    // Pooled sandboxes belong to nobody: a restart would discard them anyway.
+    await manager.drainPool();
     manager.stop();
     void link?.stop();
     server.closeAllConnections();
@@ -229,6 +246,10 @@ export async function main(argv: string[]): Promise<void> {
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
+  if (values["stop-when-stdin-closes"]) {
+    process.stdin.once("end", () => void stop("stdin closed (the supervisor is gone)"));
+    process.stdin.resume();
+  }
 }
 
 /**

@@ -53,6 +53,8 @@ Options:
   --bootstrap-admin <email>  multi-host deployments: make sure this platform admin exists
                            (password in <data-dir>/admin-password, API key in
                            <data-dir>/admin-api-key, both 0600); idempotent
+  --stop-when-stdin-closes stop as on SIGTERM when stdin reaches its end (a pipe from a
+                           supervisor such as 'nestbox up' that may be killed outright)
   -h, --help               this help
 
 Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
@@ -190,6 +192,7 @@ export async function main(argv: string[]): Promise<void> {
       "public-url": { type: "string", default: process.env.NESTBOX_PUBLIC_URL },
       "all-in-one": { type: "boolean", default: false },
       "bootstrap-admin": { type: "string" },
+      "stop-when-stdin-closes": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -231,6 +234,12 @@ export async function main(argv: string[]): Promise<void> {
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
+    if (values["stop-when-stdin-closes"]) {
+      process.stdin.once("end", () => stop("stdin closed (the supervisor is gone)"));
+      process.stdin.resume();
+    }
   });
+  // A stdin still being read would keep the process alive after the server has closed.
+  if (values["stop-when-stdin-closes"]) process.stdin.destroy();
   await running.close();
 }

@@ -48,7 +48,16 @@ export interface ManagerOptions {
    * agents sharing a host (tests) never take each other's sandboxes for orphans. Default "s".
    */
   instance?: string;
+  /**
+   * Sandboxes of the default shape (template `base`, 2 vCPUs, 512 MiB, internet on) kept started
+   * and warmed up ahead of requests; a matching create takes one and only installs its own
+   * token, env and user. Default 0 (none).
+   */
+  warmPool?: number;
 }
+
+/** The one shape the warm pool holds: what an E2B or `/v1` create asks for by default. */
+const POOL_SHAPE = { template: "base", vcpus: 2, memoryMb: 512, diskSizeMb: 5120 } as const;
 
 export interface CreateParams {
   sandboxId?: string;
@@ -107,21 +116,28 @@ export class SandboxManager {
     await this.recover();
     this.timers.push(setInterval(() => void this.reap(), this.opts.reaperIntervalMs ?? 1000));
     this.timers.push(setInterval(() => void this.sample(), SAMPLE_INTERVAL_MS));
+    this.schedulePoolFill(0);
   }
+
+  private stopped = false;
 
   /** Stops the periodic jobs; sandboxes keep running (a restarted agent re-adopts them). */
   stop(): void {
+    this.stopped = true;
+    clearTimeout(this.fillTimer);
+    this.fillTimer = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
   }
 
+  /** The sandboxes users have (the warm pool's are nobody's yet). */
   list(): SandboxRecord[] {
-    return [...this.records.values()];
+    return [...this.records.values()].filter((r) => !r.inPool);
   }
 
   get(id: string): SandboxRecord {
     const rec = this.records.get(id);
-    if (!rec) throw notFound(id);
+    if (!rec || rec.inPool) throw notFound(id);
     return rec;
   }
 
@@ -182,13 +198,14 @@ export class SandboxManager {
       guestAddress: "169.254.0.21",
       gatewayAddress: "169.254.0.22",
     };
+    const resourceId = rec.resourceId ?? rec.id;
     return {
-      id: rec.id,
+      id: resourceId,
       template: rec.template,
       vcpus: rec.vcpus,
       memoryMb: rec.memoryMb,
       diskSizeMb: rec.diskSizeMb,
-      dir: path.join(this.sandboxesDir, rec.id),
+      dir: path.join(this.sandboxesDir, resourceId),
       network,
       // Before /init (while starting) envd has no token yet; afterwards the runtime needs it.
       ...(rec.envdAccessToken && rec.status !== "starting"
@@ -203,7 +220,20 @@ export class SandboxManager {
 
   async create(p: CreateParams): Promise<SandboxRecord> {
     const rec = this.validate(p);
-    this.checkCapacity(rec);
+    this.creating++;
+    try {
+      const claimed = await this.claimPooled(rec);
+      if (claimed) return claimed;
+      this.checkCapacity(rec);
+      return await this.startNew(rec);
+    } finally {
+      this.creating--;
+      this.schedulePoolFill();
+    }
+  }
+
+  /** Network, runtime start and envd /init of a new record; unwinds everything on failure. */
+  private startNew(rec: SandboxRecord, pooled = false): Promise<SandboxRecord> {
     this.records.set(rec.id, rec);
     return this.lock.run(rec.id, async () => {
       const spec = this.spec(rec);
@@ -223,10 +253,11 @@ export class SandboxManager {
         rec.runtime = await this.runtime.start(spec);
         this.persist(rec);
         await this.initEnvd(rec);
-        rec.status = "running";
+        if (pooled) await this.warmUp(rec);
+        rec.status = pooled ? "pooled" : "running";
         rec.lastActiveAtMs = Date.now();
         this.persist(rec);
-        this.opts.log.info("sandbox created", log);
+        this.opts.log.info(pooled ? "warm pool sandbox ready" : "sandbox created", log);
         return rec;
       } catch (err) {
         this.opts.log.error("sandbox create failed, unwinding", { ...log, err: String(err) });
@@ -279,6 +310,135 @@ export class SandboxManager {
       defaultUser: rec.defaultUser,
       defaultWorkdir: rec.defaultWorkdir,
     });
+  }
+
+  // ---------------------------------------------------------------- warm pool
+
+  private creating = 0;
+  private filling = false;
+  private fillTimer: NodeJS.Timeout | undefined;
+
+  /** Pool entries ready to be taken (warming ones are still starting). */
+  private pooled(): SandboxRecord[] {
+    return [...this.records.values()].filter((r) => r.inPool && r.status === "pooled");
+  }
+
+  /**
+   * Hands a pooled sandbox to a create that asks for the pool's shape: the record takes the
+   * requested id (its resources keep the pool id), and envd gets the sandbox's token, env and
+   * user from a second /init. Undefined when the pool has none or the request differs.
+   */
+  private async claimPooled(want: SandboxRecord): Promise<SandboxRecord | undefined> {
+    if (
+      want.template !== POOL_SHAPE.template ||
+      want.vcpus !== POOL_SHAPE.vcpus ||
+      want.memoryMb !== POOL_SHAPE.memoryMb ||
+      want.diskSizeMb > POOL_SHAPE.diskSizeMb ||
+      !want.allowInternet
+    )
+      return undefined;
+    const entry = this.pooled()[0];
+    if (!entry) return undefined;
+    // Taken at once (synchronously), so two creates never claim the same entry.
+    this.records.delete(entry.id);
+    const rec: SandboxRecord = {
+      ...want,
+      diskSizeMb: entry.diskSizeMb,
+      network: entry.network,
+      resourceId: entry.resourceId ?? entry.id,
+      ...(entry.runtime ? { runtime: entry.runtime } : {}),
+      status: "starting",
+    };
+    this.records.set(rec.id, rec);
+    return this.lock.run(rec.id, async () => {
+      // The new record first, then the old one's file: a crash in between leaves two records of
+      // one set of resources, both torn down at the next start (neither is running or paused).
+      this.persist(rec);
+      this.store.remove(entry.id);
+      try {
+        await this.initEnvd(rec);
+      } catch (err) {
+        this.opts.log.warn("warm pool sandbox failed its /init, starting a new one", {
+          sandboxId: rec.id,
+          poolId: rec.resourceId,
+          err: String(err),
+        });
+        await this.teardown(rec);
+        return undefined;
+      }
+      rec.status = "running";
+      rec.lastActiveAtMs = Date.now();
+      this.persist(rec);
+      this.opts.log.info("sandbox created from the warm pool", {
+        sandboxId: rec.id,
+        poolId: rec.resourceId,
+        template: rec.template,
+      });
+      return rec;
+    });
+  }
+
+  /**
+   * The first process start in a restored guest is slow (under TCG its code is translated
+   * again in every clone): a pooled sandbox makes it before anyone waits for it.
+   */
+  private async warmUp(rec: SandboxRecord): Promise<void> {
+    const envd = new EnvdClient(slotAddresses(rec.network.slot).sandbox);
+    for await (const _ of envd.process.start(
+      { process: { cmd: "/bin/true", args: [], envs: {} } },
+      { timeoutMs: 30_000 },
+    )) {
+      // Only its end matters.
+    }
+  }
+
+  /** Refills the pool soon, when no create is running (a refill would slow it down). */
+  private schedulePoolFill(delayMs = 200): void {
+    if (!this.opts.warmPool || this.fillTimer || this.stopped) return;
+    this.fillTimer = setTimeout(() => {
+      this.fillTimer = undefined;
+      void this.fillPool();
+    }, delayMs);
+  }
+
+  private async fillPool(): Promise<void> {
+    if (this.filling || this.stopped) return;
+    if (this.creating > 0) return this.schedulePoolFill(500);
+    const inPool = [...this.records.values()].filter((r) => r.inPool).length;
+    if (inPool >= (this.opts.warmPool ?? 0)) return;
+    this.filling = true;
+    let retryMs = 200;
+    try {
+      const rec: SandboxRecord = {
+        ...this.validate({ template: POOL_SHAPE.template, timeoutSec: 0 }),
+        inPool: true,
+      };
+      this.checkCapacity(rec);
+      await this.startNew(rec, true);
+    } catch (err) {
+      // Full host, no template yet, a failed start: try again later, never in a tight loop.
+      retryMs = 10_000;
+      this.opts.log.warn("warm pool refill failed", { err: String(err) });
+    } finally {
+      this.filling = false;
+    }
+    this.schedulePoolFill(retryMs);
+  }
+
+  /** Destroys the pooled sandboxes (at shutdown: nobody will claim them). */
+  async drainPool(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.fillTimer);
+    this.fillTimer = undefined;
+    await Promise.all(
+      [...this.records.values()]
+        .filter((r) => r.inPool)
+        .map((r) =>
+          this.lock
+            .run(r.id, () => this.teardown(r))
+            .catch((e: unknown) => this.warn(r.id, "pool", e)),
+        ),
+    );
   }
 
   private validate(p: CreateParams): SandboxRecord {
@@ -496,6 +656,7 @@ export class SandboxManager {
   }
 
   async destroyAll(): Promise<void> {
+    await this.drainPool();
     await Promise.all(
       this.list().map((r) =>
         this.destroy(r.id).catch((e: unknown) => this.warn(r.id, "destroy", e)),
@@ -587,7 +748,7 @@ export class SandboxManager {
   }
 
   private async removeOrphans(): Promise<void> {
-    const known = new Set(this.records.keys());
+    const known = new Set([...this.records.values()].map((r) => r.resourceId ?? r.id));
     const namespaces = new Set([...this.records.values()].map((r) => r.network.namespace));
     const veths = new Set([...this.records.values()].map((r) => r.network.hostVeth));
     const { stdout: nsList } = await exec("ip", ["netns", "list"]);

@@ -3,7 +3,8 @@ import path from "node:path";
 import type { RuntimeState } from "../runtime/runtime.js";
 import { SANDBOX_ID_RE } from "./ids.js";
 
-export type SandboxStatus = "starting" | "running" | "paused" | "stopping";
+/** `pooled`: started and warmed up ahead of any request, waiting in the warm pool (no user yet). */
+export type SandboxStatus = "starting" | "running" | "paused" | "stopping" | "pooled";
 
 /**
  * Everything the agent knows about one sandbox, persisted so that an agent restarted after a
@@ -26,6 +27,13 @@ export interface SandboxRecord {
   lastActiveAtMs: number;
   status: SandboxStatus;
   network: { namespace: string; hostVeth: string; slot: number };
+  /**
+   * The id its directory, VM or cgroup are named after when that is not `id`: a sandbox taken
+   * from the warm pool keeps the resources it was started with under its pool id.
+   */
+  resourceId?: string;
+  /** Started for the warm pool: nobody's sandbox (not listed) until a create takes it. */
+  inPool?: boolean;
   runtime?: RuntimeState;
 }
 

@@ -34,7 +34,13 @@ interface UpDeps {
  * agent pauses sandboxes first) instead of both receiving SIGINT at once and then SIGTERM again.
  */
 function daemon(name: string, file: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(file, args, { stdio: ["ignore", "inherit", "inherit"], env, detached: true });
+  // stdin is a pipe only `up` holds open: if `up` is killed outright (SIGKILL, OOM), the daemon
+  // reads its end (--stop-when-stdin-closes) and stops as on SIGTERM instead of living on.
+  const child = spawn(file, [...args, "--stop-when-stdin-closes"], {
+    stdio: ["pipe", "inherit", "inherit"],
+    env,
+    detached: true,
+  });
   child.once("error", (err) =>
     process.stderr.write(`nestbox up: ${name} failed to start: ${err.message}\n`),
   );
