@@ -217,6 +217,9 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
     const s = await runCli(["up", "--agent-slots", "7200", "--data-dir", dataDir, "--skip-image"]);
     assert.equal(s.code, 2, s.stderr);
     assert.match(s.stderr, /--agent-slots must be <lo>-<hi>/);
+    const w = await runCli(["up", "--warm-pool=lots", "--data-dir", dataDir, "--skip-image"]);
+    assert.equal(w.code, 2, w.stderr);
+    assert.match(w.stderr, /--warm-pool must be an integer from 0 to 64/);
     assert.deepEqual(readdirSync(dataDir).sort(), files, "it wrote to the data directory");
   });
 
@@ -280,8 +283,14 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
     hostId = hosts[0]?.id ?? "";
   });
 
-  it("creates a running sandbox through the CLI", async () => {
+  it("creates a running sandbox through the CLI, taken from the agent's warm pool", async () => {
+    await until(
+      "the warm pool to fill",
+      async () => (/warm pool sandbox ready/.test(up?.output() ?? "") ? true : undefined),
+      60_000,
+    );
     const r = await runCli(["sandbox", "create", "--json", "--timeout", "0"], { env: cliEnv() });
+    assert.match(up?.output() ?? "", /sandbox created from the warm pool/);
     assert.equal(r.code, 0, r.stderr);
     const sbx = JSON.parse(r.stdout);
     sandboxId = sbx.id as string;
@@ -320,18 +329,22 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
     assert.equal(out.match(/shutting down, pausing/g)?.length, 1, out);
     for (const d of daemons) assert.throws(() => process.kill(d.pid, 0), /ESRCH/, d.args);
 
-    // What is left is the paused sandbox itself: frozen, nothing else.
-    const left = processesWith(dataDir);
-    for (const p of left) {
-      assert.match(p.args, new RegExp(`sandboxes/${INSTANCE}/${sandboxId}/`), p.args);
-      assert.equal(freezerState(p.pid), "FROZEN", p.args);
-    }
     const recordDir = path.join(dataDir, "agent", INSTANCE, "records");
     const records = readdirSync(recordDir).map((f) =>
       JSON.parse(readFileSync(path.join(recordDir, f), "utf8")),
     );
+    // The sandbox only: the warm pool's sandbox is gone with the agent.
+    assert.equal(records.length, 1, JSON.stringify(records));
     const record = records.find((r) => r.id === sandboxId);
     assert.equal(record?.status, "paused", JSON.stringify(records));
+    // What is left is the paused sandbox itself: frozen, nothing else. A sandbox taken from the
+    // warm pool keeps the directory it was started in (its record's resourceId).
+    const dir = record.resourceId ?? sandboxId;
+    const left = processesWith(dataDir);
+    for (const p of left) {
+      assert.match(p.args, new RegExp(`sandboxes/${INSTANCE}/${dir}/`), p.args);
+      assert.equal(freezerState(p.pid), "FROZEN", p.args);
+    }
   });
 
   it("a second up reuses the key, the host and the paused sandbox, which resumes with its files", async (t) => {
