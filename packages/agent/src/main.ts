@@ -43,6 +43,8 @@ Options:
                              http://<listen address>)
   --warm-pool <n>            keep n sandboxes of the default shape (base, 2 vCPUs, 512 MiB)
                              started and warmed up; a matching create takes one (default 0)
+  --max-concurrent-starts <n> sandbox starts run at once, the rest queue (default: CPU count;
+                             starts are CPU-bound, and too many at once all finish late)
   --pause-on-exit            on SIGTERM/SIGINT pause running sandboxes instead of leaving them
                              running (nestbox up uses this)
   --stop-when-stdin-closes   stop as on SIGTERM when stdin reaches its end: stdin is a pipe
@@ -93,6 +95,7 @@ export async function main(argv: string[]): Promise<void> {
       "memory-capacity-mb": { type: "string" },
       "disk-reserve-mb": { type: "string" },
       "warm-pool": { type: "string" },
+      "max-concurrent-starts": { type: "string" },
       instance: { type: "string", default: "s" },
       slots: { type: "string" },
       "control-plane": { type: "string" },
@@ -152,6 +155,14 @@ export async function main(argv: string[]): Promise<void> {
       ? { diskReserveMb: positiveInt("disk-reserve-mb", values["disk-reserve-mb"]) }
       : {}),
     warmPool: warmPoolSize(values["warm-pool"]),
+    ...(values["max-concurrent-starts"]
+      ? {
+          maxConcurrentStarts: positiveInt(
+            "max-concurrent-starts",
+            values["max-concurrent-starts"],
+          ),
+        }
+      : {}),
   });
   await manager.start();
 
