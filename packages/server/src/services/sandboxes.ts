@@ -215,6 +215,8 @@ export class SandboxService implements SandboxAccess {
         row = { ...row, host_id: host.id };
       }
       const agent = this.agentClients.get(host.id, host.address);
+      // The ranking just read this host online: the first command needs no lookup of it.
+      this.recentHosts.set(host.id, { address: host.address, until: Date.now() + 1000 });
       try {
         const res = await agent.createSandbox({
           sandboxId: id,
