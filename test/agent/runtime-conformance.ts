@@ -134,7 +134,12 @@ export function runtimeConformance(o: ConformanceOptions): void {
       const t0 = Date.now();
       assert.equal(await codeOf(exec(id, "sleep 30", 1)), Code.DeadlineExceeded);
       assert.ok(Date.now() - t0 < 10_000);
-      const ps = await exec(id, "pgrep -x sleep || true");
+      // The kill follows the deadline asynchronously (envd sees the cancelled stream): poll.
+      let ps = await exec(id, "pgrep -x sleep || true");
+      for (let i = 0; i < 25 && ps.out !== ""; i++) {
+        await sleep(200);
+        ps = await exec(id, "pgrep -x sleep || true");
+      }
       assert.equal(ps.out, "", "the timed-out command was killed");
       await agent.client.destroySandbox({ sandboxId: id });
     });
