@@ -226,7 +226,7 @@ export class SandboxManager {
     try {
       const claimed = await this.claimPooled(rec);
       if (claimed) return claimed;
-      this.checkCapacity(rec);
+      await this.makeRoom(rec);
       return await this.startNew(rec);
     } finally {
       this.creating--;
@@ -419,12 +419,19 @@ export class SandboxManager {
 
   /** Refills the pool soon, when no create is running (a refill would slow it down). */
   private schedulePoolFill(delayMs = 200): void {
-    if (!this.opts.warmPool || this.fillTimer || this.stopped) return;
+    if (!this.opts.warmPool || this.stopped) return;
+    // An earlier attempt wins over a later one already planned (a failed refill waits 10 s; a
+    // destroy that frees room should not).
+    if (this.fillTimer && this.fillDueAt <= Date.now() + delayMs) return;
+    clearTimeout(this.fillTimer);
+    this.fillDueAt = Date.now() + delayMs;
     this.fillTimer = setTimeout(() => {
       this.fillTimer = undefined;
       void this.fillPool();
     }, delayMs);
   }
+
+  private fillDueAt = 0;
 
   private async fillPool(): Promise<void> {
     if (this.filling || this.stopped) return;
@@ -448,6 +455,28 @@ export class SandboxManager {
       this.filling = false;
     }
     this.schedulePoolFill(retryMs);
+  }
+
+  /**
+   * Capacity for a create, giving up warm pool entries if that is what it takes: they hold
+   * memory for sandboxes nobody has asked for yet.
+   */
+  private async makeRoom(rec: SandboxRecord): Promise<void> {
+    for (;;) {
+      try {
+        this.checkCapacity(rec);
+        return;
+      } catch (err) {
+        const entry = [...this.records.values()].find((r) => r.inPool);
+        if (!(err instanceof ConnectError) || err.code !== Code.ResourceExhausted || !entry)
+          throw err;
+        this.opts.log.info("giving up a warm pool sandbox to make room", {
+          sandboxId: rec.id,
+          poolId: entry.id,
+        });
+        await this.lock.run(entry.id, () => this.teardown(entry));
+      }
+    }
   }
 
   /** Destroys the pooled sandboxes (at shutdown: nobody will claim them). */
@@ -556,6 +585,8 @@ export class SandboxManager {
       await this.teardown(rec);
       this.opts.log.info("sandbox destroyed", { sandboxId: id });
     });
+    // Its room may be what the warm pool was waiting for.
+    this.schedulePoolFill();
   }
 
   /** Removes everything of a sandbox; never throws for pieces already gone. */
