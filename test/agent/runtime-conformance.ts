@@ -340,7 +340,28 @@ export function runtimeConformance(o: ConformanceOptions): void {
         ((await unknown.json()) as { message: string }).message,
         "The sandbox was not found",
       );
+      // A request waiting on a sandbox that is destroyed ends at once (a vanished VM sends no
+      // FIN or RST, so the proxy must cut the connection itself).
+      await agent.client.startProcess({
+        sandboxId: id,
+        cmd: "/usr/bin/python3",
+        args: [
+          "-c",
+          "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',8002))\ns.listen()\nc=s.accept()\ntime.sleep(600)",
+        ],
+      });
+      for (let i = 0; i < 100; i++) {
+        if ((await exec(id, "ss -ltn | grep -c ':8002 ' || true")).out.trim() === "1") break;
+        await sleep(200);
+      }
+      const pending = fetch(`${agent.url}/proxy/${id}/8002/`);
+      await sleep(500);
+      const destroyedAt = Date.now();
       await agent.client.destroySandbox({ sandboxId: id });
+      const hung = await Promise.race([pending, sleep(15_000).then(() => undefined)]);
+      assert.ok(hung, "a proxied request outlived its sandbox's destroy by 15 s");
+      assert.equal(hung.status, 502);
+      assert.ok(Date.now() - destroyedAt < 15_000);
     });
 
     it("pauses and resumes keeping a running process and a file", async () => {

@@ -24,6 +24,8 @@ function sendJson(res: ServerResponse, status: number, body: Record<string, unkn
   res.end(text);
 }
 
+const gone = (id: string) => ({ sandboxId: id, message: "The sandbox was not found", code: 502 });
+
 /** Resolves a proxy URL to a running sandbox's address, or explains (as E2B's proxy does) why not. */
 function resolve(
   m: SandboxManager,
@@ -39,10 +41,7 @@ function resolve(
   }
   const rec = m.list().find((r) => r.id === id);
   if (!rec || rec.status !== "running") {
-    return {
-      status: 502,
-      body: { sandboxId: id, message: "The sandbox was not found", code: 502 },
-    };
+    return { status: 502, body: gone(id) };
   }
   m.touch(id);
   return {
@@ -73,7 +72,31 @@ export function agentLocation(location: string, t: Target, agentHost: string | u
   return location;
 }
 
+/** Why a proxied connection was cut: its sandbox stopped running. */
+class SandboxStopped extends Error {
+  override name = "SandboxStopped";
+}
+
 export function createPortProxy(m: SandboxManager) {
+  // Open connections per sandbox, cut when it stops (see SandboxManager.onStopping).
+  const open = new Map<string, Set<(err: Error) => void>>();
+  const track = (id: string, cut: (err: Error) => void): (() => void) => {
+    let set = open.get(id);
+    if (!set) {
+      set = new Set();
+      open.set(id, set);
+    }
+    set.add(cut);
+    return () => {
+      set.delete(cut);
+      if (set.size === 0 && open.get(id) === set) open.delete(id);
+    };
+  };
+  m.onStopping((id) => {
+    const set = open.get(id);
+    open.delete(id);
+    for (const cut of set ?? []) cut(new SandboxStopped(`sandbox ${id} stopped`));
+  });
   return {
     /** Handles the request if it is a proxy request; returns false otherwise. */
     handle(req: IncomingMessage, res: ServerResponse): boolean {
@@ -104,13 +127,16 @@ export function createPortProxy(m: SandboxManager) {
           up.on("error", () => res.destroy());
         },
       );
+      const untrack = track(t.id, (err) => upstream.destroy(err));
       // The client (the control plane's proxy) went away: stop the request into the sandbox too,
       // or a server there stays blocked writing into a response nobody reads.
       res.on("close", () => {
+        untrack();
         if (!res.writableFinished) upstream.destroy();
       });
-      upstream.on("error", () => {
+      upstream.on("error", (err) => {
         if (res.headersSent) res.destroy();
+        else if (err instanceof SandboxStopped) sendJson(res, 502, gone(t.id));
         else
           sendJson(res, 502, {
             message: "The sandbox is running but port is not open",
@@ -146,6 +172,11 @@ export function createPortProxy(m: SandboxManager) {
         up.pipe(socket);
         socket.pipe(up);
       });
+      const untrack = track(t.id, () => {
+        up.destroy();
+        socket.destroy();
+      });
+      socket.on("close", untrack);
       up.on("error", () => socket.destroy());
       socket.on("error", () => up.destroy());
       return true;

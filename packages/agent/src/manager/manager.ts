@@ -590,7 +590,23 @@ export class SandboxManager {
   }
 
   /** Removes everything of a sandbox; never throws for pieces already gone. */
+  /**
+   * Called as a sandbox stops running (destroy, pause, snapshot): a connection into a VM that
+   * is going away gets no FIN or RST from its vanished guest and would hang, so whoever holds
+   * one (the port proxy) closes it.
+   */
+  onStopping(listener: (sandboxId: string) => void): void {
+    this.stoppingListeners.push(listener);
+  }
+
+  private readonly stoppingListeners: ((sandboxId: string) => void)[] = [];
+
+  private notifyStopping(id: string): void {
+    for (const l of this.stoppingListeners) l(id);
+  }
+
   private async teardown(rec: SandboxRecord): Promise<void> {
+    this.notifyStopping(rec.id);
     const spec = this.spec(rec);
     if (rec.runtime) {
       await this.runtime
@@ -613,6 +629,7 @@ export class SandboxManager {
       if (rec.status === "paused") throw precondition(`sandbox ${id} is already paused`);
       if (rec.status !== "running" || !rec.runtime)
         throw precondition(`sandbox ${id} is ${rec.status}`);
+      this.notifyStopping(id);
       rec.runtime = await this.runtime.pause(this.spec(rec), rec.runtime).catch((e: unknown) => {
         throw toConnect(e);
       });
