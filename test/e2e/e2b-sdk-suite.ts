@@ -15,6 +15,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type * as E2b from "e2b";
 import type { CommandHandle, FilesystemEvent, Sandbox, SandboxInfo } from "e2b";
+import { GUEST_WEBSOCKET_SOURCE } from "../guest-websocket.js";
 import { until } from "./cli-process.js";
 
 export type SdkModule = typeof E2b;
@@ -65,34 +66,13 @@ const server = http.createServer((req, res) => {
   });
 });
 server.on("upgrade", (req, socket) => {
-  const accept = crypto.createHash("sha1")
-    .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
-  socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-    "Sec-WebSocket-Accept: " + accept + "\r\n\r\n");
-  let buf = Buffer.alloc(0);
   socket.on("error", (e) => console.error("ws socket: " + e.message));
-  socket.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    for (;;) {
-      if (buf.length < 2) return;
-      const op = buf[0] & 15;
-      let len = buf[1] & 127;
-      let off = 2;
-      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
-      const masked = (buf[1] & 128) !== 0;
-      const end = off + (masked ? 4 : 0) + len;
-      if (buf.length < end) return;
-      const data = Buffer.from(buf.subarray(end - len, end));
-      if (masked) for (let i = 0; i < len; i++) data[i] ^= buf[off + (i % 4)];
-      buf = buf.subarray(end);
-      if (op === 8) { socket.end(Buffer.from([0x88, 0])); return; }
-      if (op === 1) {
-        const out = Buffer.from("echo:" + data.toString() + " from " + bind);
-        socket.write(Buffer.concat([Buffer.from([0x81, out.length]), out]));
-      }
-    }
+  acceptWebSocket(req, socket, (op, data) => {
+    if (op === 8) socket.end(Buffer.from([0x88, 0]));
+    else if (op === 1) sendFrame(socket, 1, Buffer.from("echo:" + data.toString() + " from " + bind));
   });
 });
+${GUEST_WEBSOCKET_SOURCE}
 server.listen(port, bind, () => console.log("listening " + bind + ":" + port));
 `;
 

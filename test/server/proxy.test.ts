@@ -17,6 +17,7 @@ import { routeRequest } from "@nestbox/server/proxy/routing";
 import { SandboxService } from "@nestbox/server/services/sandboxes";
 import WebSocket from "ws";
 import { type Stack, startStack } from "../e2e/control-plane-harness.js";
+import { GUEST_WEBSOCKET_SOURCE } from "../guest-websocket.js";
 
 /** Test servers inside the sandbox (port 8001): streams, a sink, redirects, a WebSocket echo. */
 const SANDBOX_SERVER = String.raw`
@@ -66,36 +67,14 @@ const srv = http.createServer((req, res) => {
   }
 });
 srv.on("upgrade", (req, sock) => {
-  const accept = crypto.createHash("sha1")
-    .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
-  sock.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
-  let buf = Buffer.alloc(0);
-  sock.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    for (;;) {
-      if (buf.length < 2) return;
-      const op = buf[0] & 15;
-      let len = buf[1] & 127;
-      let off = 2;
-      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
-      else if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10; }
-      const masked = buf[1] & 128;
-      const mask = masked ? buf.subarray(off, off + 4) : null;
-      if (masked) off += 4;
-      if (buf.length < off + len) return;
-      const payload = Buffer.from(buf.subarray(off, off + len));
-      buf = buf.subarray(off + len);
-      if (mask) for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
-      let head;
-      if (payload.length < 126) head = Buffer.from([0x80 | (op === 9 ? 10 : op), payload.length]);
-      else if (payload.length < 65536) { head = Buffer.alloc(4); head[0] = 0x80 | op; head[1] = 126; head.writeUInt16BE(payload.length, 2); }
-      else { head = Buffer.alloc(10); head[0] = 0x80 | op; head[1] = 127; head.writeBigUInt64BE(BigInt(payload.length), 2); }
-      sock.write(Buffer.concat([head, payload]));
-      if (op === 8) return void sock.end();
-    }
-  });
   sock.on("error", () => {});
+  acceptWebSocket(req, sock, (op, payload) => {
+    // Echo every frame; a ping is answered with a pong, a close with a close.
+    sendFrame(sock, op === 9 ? 10 : op, payload);
+    if (op === 8) sock.end();
+  });
 });
+${GUEST_WEBSOCKET_SOURCE}
 srv.listen(8001, "0.0.0.0");
 `;
 
