@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -9,6 +10,22 @@ import { HostAgentService } from "@nestbox/proto/hostagent";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const agentCli = path.join(repoRoot, "packages/agent/dist/cli.js");
+
+/**
+ * Lets a namespace agent with its own data directory use this machine's base template: the
+ * extracted root is shared read-only; without it the agent extracts one from the guest image
+ * (built on this machine, not by the test).
+ */
+export function shareBaseTemplate(dataDir: string): void {
+  const nestboxDir = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
+  const base = path.join(nestboxDir, "templates-ns", "base");
+  if (existsSync(path.join(base, "template.json"))) {
+    mkdirSync(path.join(dataDir, "templates-ns"));
+    symlinkSync(base, path.join(dataDir, "templates-ns", "base"));
+  } else {
+    symlinkSync(path.join(nestboxDir, "images"), path.join(dataDir, "images"));
+  }
+}
 
 export interface AgentProcess {
   url: string;

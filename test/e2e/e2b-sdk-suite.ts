@@ -48,9 +48,9 @@ const SERVER_SCRIPT = `${HOME}/nbx-e2b-server.cjs`;
 
 /**
  * Runs in the guest: answers every HTTP request with what it saw (and a digest of the body, to
- * check streaming uploads), and echoes WebSocket text frames. Frames stay under 126 bytes.
+ * check streaming uploads), and echoes WebSocket text frames.
  */
-const serverSource = String.raw`
+const serverSource = `
 const http = require("node:http");
 const crypto = require("node:crypto");
 const bind = process.argv[2];

@@ -6,23 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { shareBaseTemplate } from "../agent/agent-harness.js";
 import { freePort, runCli, sdkCli, until } from "./cli-process.js";
 
-const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 /** This suite's agent instance and network slots: no collision with the other suites. */
 const INSTANCE = "u";
 const SLOTS = "7200-7299";
@@ -168,15 +159,7 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
 
   before(async () => {
     dataDir = mkdtempSync(path.join(tmpdir(), "nbx-e2e-up-"));
-    // The base template's extracted root is shared read-only; without it the agent extracts
-    // one from the guest image (built on this machine, not by this test: --skip-image).
-    const base = path.join(NESTBOX_DIR, "templates-ns", "base");
-    if (existsSync(path.join(base, "template.json"))) {
-      mkdirSync(path.join(dataDir, "templates-ns"));
-      symlinkSync(base, path.join(dataDir, "templates-ns", "base"));
-    } else {
-      symlinkSync(path.join(NESTBOX_DIR, "images"), path.join(dataDir, "images"));
-    }
+    shareBaseTemplate(dataDir);
     apiPort = await freePort();
     agentPort = await freePort();
     apiUrl = `http://127.0.0.1:${apiPort}`;

@@ -7,16 +7,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -45,6 +36,7 @@ import {
 } from "../../packages/server/src/hosts/registration.js";
 import { newId, newSandboxId } from "../../packages/server/src/ids.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
+import { shareBaseTemplate } from "../agent/agent-harness.js";
 import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./db-fixture.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -683,7 +675,6 @@ function freePort(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // A real agent process.
 
-const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 const sdkCli = path.join(repoRoot, "packages/sdk/dist/cli/main.js");
 
 interface AgentRun {
@@ -737,15 +728,7 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
     h = await setUp("pglite");
     cp = await serveApp(h);
     dataDir = mkdtempSync(path.join(tmpdir(), "nestbox-agent-cp-"));
-    // The base template's extracted root is shared read-only; without it the agent extracts
-    // one from the guest image.
-    const base = path.join(NESTBOX_DIR, "templates-ns", "base");
-    if (existsSync(path.join(base, "template.json"))) {
-      mkdirSync(path.join(dataDir, "templates-ns"));
-      symlinkSync(base, path.join(dataDir, "templates-ns", "base"));
-    } else {
-      symlinkSync(path.join(NESTBOX_DIR, "images"), path.join(dataDir, "images"));
-    }
+    shareBaseTemplate(dataDir);
   });
   after(async () => {
     await agent?.stop();

@@ -20,7 +20,7 @@ import { type Stack, startStack } from "../e2e/control-plane-harness.js";
 import { GUEST_WEBSOCKET_SOURCE } from "../guest-websocket.js";
 
 /** Test servers inside the sandbox (port 8001): streams, a sink, redirects, a WebSocket echo. */
-const SANDBOX_SERVER = String.raw`
+const SANDBOX_SERVER = `
 const http = require("http");
 const crypto = require("crypto");
 let active = 0;
