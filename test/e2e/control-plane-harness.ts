@@ -32,12 +32,14 @@ export interface Stack {
   hostId: string;
   /** Stops the control plane and starts it again on the same port and database. */
   restartServer(): Promise<void>;
-  api(method: string, route: string, body?: unknown, key?: string): Promise<ApiResult>;
+  /** JSON request with the admin key, `key`, or (`null`) none; `body` strings go as they are. */
+  api(method: string, route: string, body?: unknown, key?: string | null): Promise<ApiResult>;
   close(): Promise<void>;
 }
 
 export interface ApiResult {
   status: number;
+  headers: Headers;
   // biome-ignore lint/suspicious/noExplicitAny: test responses are checked field by field
   body: any;
 }
@@ -115,12 +117,12 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       });
     },
     async api(method, route, body, key = adminKey) {
+      const headers: Record<string, string> = {};
+      if (key !== null) headers["X-API-Key"] = key;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
       const res = await fetch(`${server.url}${route}`, {
         method,
-        headers: {
-          "X-API-Key": key,
-          ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
-        },
+        headers,
         body:
           body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
       });
@@ -131,7 +133,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       } catch {
         // Not JSON: the raw text is what the test sees.
       }
-      return { status: res.status, body: parsed };
+      return { status: res.status, headers: res.headers, body: parsed };
     },
     async close() {
       // A test may already have terminated it (a forced host delete).

@@ -7,14 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Stack, startStack } from "../e2e/control-plane-harness.js";
-
-interface Reply {
-  status: number;
-  headers: Headers;
-  // biome-ignore lint/suspicious/noExplicitAny: responses are checked field by field
-  body: any;
-}
+import { type ApiResult, type Stack, startStack } from "../e2e/control-plane-harness.js";
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -48,30 +41,12 @@ function e2bSuite(db: "pglite" | "postgres"): void {
     let s: Stack;
     const created: string[] = [];
 
-    const call = async (
+    const call = (
       method: string,
       route: string,
       body?: unknown,
       key: string | null = s.adminKey.replace(/^nbx_/, "e2b_"),
-    ): Promise<Reply> => {
-      const headers: Record<string, string> = {};
-      if (key !== null) headers["X-API-Key"] = key;
-      if (body !== undefined) headers["Content-Type"] = "application/json";
-      const res = await fetch(`${s.apiUrl}${route}`, {
-        method,
-        headers,
-        body:
-          body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-      });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        // Not JSON: the test sees the raw text.
-      }
-      return { status: res.status, headers: res.headers, body: parsed };
-    };
+    ): Promise<ApiResult> => s.api(method, route, body, key);
     const create = async (body: Record<string, unknown>, route = "/v2/sandboxes") => {
       const r = await call("POST", route, body);
       assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -79,7 +54,7 @@ function e2bSuite(db: "pglite" | "postgres"): void {
       return r.body;
     };
     /** An E2B error: the status and `{code: status, message}`. */
-    const assertE2bError = (r: Reply, status: number) => {
+    const assertE2bError = (r: ApiResult, status: number) => {
       assert.equal(r.status, status, JSON.stringify(r.body));
       assert.equal(r.body?.code, status, JSON.stringify(r.body));
       assert.equal(typeof r.body.message, "string");
