@@ -11,7 +11,8 @@ import {
   ControlPlaneLink,
   normaliseBaseUrl,
 } from "./control-plane/link.js";
-import { type Logger, SandboxManager } from "./manager/manager.js";
+import type { Logger } from "./log.js";
+import { SandboxManager } from "./manager/manager.js";
 import { ensureHostFirewall } from "./network/host-firewall.js";
 import { createPortProxy } from "./port-proxy.js";
 import { createRuntime, defaultRuntimeKind } from "./runtime/factory.js";

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../manager/manager.js";
+import type { Logger } from "../log.js";
 import {
   ControlPlaneApi,
   ControlPlaneHttpError,

@@ -5,6 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { EnvdClient } from "../envd/client.js";
+import type { Logger } from "../log.js";
 import { HOST_VETH_PREFIX } from "../network/host-firewall.js";
 import {
   createSandboxNetwork,
@@ -24,12 +25,6 @@ const exec = promisify(execFile);
 
 /** An /init slower than this is repeated: its timestamp set the guest clock that far behind. */
 const INIT_CLOCK_TOLERANCE_MS = 300;
-
-export interface Logger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
 
 export interface ManagerOptions {
   nestboxDir: string;

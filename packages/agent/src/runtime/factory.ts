@@ -1,5 +1,5 @@
 import { accessSync, constants } from "node:fs";
-import type { Logger } from "../manager/manager.js";
+import type { Logger } from "../log.js";
 import type { Runtime, RuntimeKind } from "./runtime.js";
 
 export interface RuntimeFactoryOptions {

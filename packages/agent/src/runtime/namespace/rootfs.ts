@@ -16,13 +16,13 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Logger } from "../../log.js";
 import { GUEST_ADDRESS } from "../../network/netns.js";
 import { ImageNotBuiltError, loadGuestImage } from "../../qemu/image.js";
 import { RuntimeError, type TemplateSummary } from "../runtime.js";
 import { isGone, runCommand } from "./command.js";
 import { overlaysUsing } from "./overlay.js";
 
-export const BASE_TEMPLATE = "base";
 const TEMPLATE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const DEFAULT_HOSTNAME = "nestbox";
 /** Same default as the VM init (images/guest/nestbox-init). */
@@ -46,20 +46,6 @@ export interface TemplateInfo {
   /** The directory sandboxes mount as their lower layer. */
   root: string;
 }
-
-/** Structural, so the agent's logger (info/warn/error) fits without an import. */
-export interface Logger {
-  debug?(message: string, fields?: Record<string, unknown>): void;
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}
-
-export const SILENT_LOGGER: Logger = {
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-};
 
 export function checkTemplateName(name: string): void {
   if (!TEMPLATE_NAME.test(name)) {

@@ -17,6 +17,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { access, constants, mkdir, open, readFile, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
+import { type Logger, SILENT_LOGGER } from "../../log.js";
 import { ENVD_PORT } from "../../network/netns.js";
 import {
   type ResourceUsage,
@@ -37,7 +38,7 @@ import { findHierarchies, type Hierarchies, limitsFor, SandboxCgroup } from "./c
 import { isGone } from "./command.js";
 import { pidStartTime, waitForHealth } from "./health.js";
 import { isMounted, mountOverlay, overlayPaths, unmountOverlay } from "./overlay.js";
-import { type Logger, SILENT_LOGGER, TemplateStore, treeSize } from "./rootfs.js";
+import { TemplateStore, treeSize } from "./rootfs.js";
 
 export interface NamespaceRuntimeOptions {
   /** `NESTBOX_DIR`: templates go to `templates-ns/`, guest images are read from `images/`. */

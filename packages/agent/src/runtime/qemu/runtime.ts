@@ -4,11 +4,10 @@
 // a size variant (the template booted and snapshotted once at that size); a cold boot only
 // when the template has no snapshot, or is a user's memory snapshot asked for at another size.
 
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { type AccelMode, resolveAccel } from "../../qemu/accel.js";
-import { type Accel, guestKernelCmdline } from "../../qemu/cmdline.js";
-import { type GuestImage, ImageNotBuiltError, loadGuestImage } from "../../qemu/image.js";
+import { type Logger, SILENT_LOGGER } from "../../log.js";
+import type { AccelMode } from "../../qemu/accel.js";
 import {
   type ResourceUsage,
   type Runtime,
@@ -18,70 +17,34 @@ import {
   type TemplateSummary,
 } from "../runtime.js";
 import { envdUrl, runGuestCommand, syncGuestClock, waitForHealth } from "./envd.js";
-import type { MachineConfig } from "./machine.js";
+import { sandboxPath, TEMPLATE_MEM, templateDir } from "./paths.js";
+import { isProcessAlive, killProcess, runCommand } from "./process.js";
 import {
-  sandboxFiles,
-  sandboxPath,
-  TEMPLATE_DISK,
-  TEMPLATE_MEM,
-  TEMPLATE_ROOTFS,
-  TEMPLATE_STATE,
-  templateDir,
-} from "./paths.js";
+  details,
+  exists,
+  readMachine,
+  removeSandboxFiles,
+  type SandboxMachine,
+  writeMachine,
+} from "./sandbox-dir.js";
 import {
-  allocatedBytes,
-  isProcessAlive,
-  killProcess,
-  readStatFields,
-  runCommand,
-} from "./process.js";
-import { withTemplateFileLock } from "./template-lock.js";
-import { pruneStaleVariants, pruneTemplateVersions } from "./template-prune.js";
-import { bootAndSnapshot, type SnapshotContext, templatize } from "./template-snapshot.js";
-import {
-  checkTemplateName,
-  commitVersion,
-  directoryBytes,
-  listAllVersions,
-  listSizeVariants,
-  listTemplateNames,
-  readCurrent,
-  removeStaleBuilds,
-  sizeVariantName,
-  startVersion,
-  type TemplateMeta,
-  type VersionPaths,
-  versionDir,
-} from "./template-store.js";
+  type CaptureSource,
+  checkNewTemplateName,
+  flattenToTemplate,
+  snapshotToTemplate,
+} from "./template-capture.js";
+import type { SnapshotContext } from "./template-snapshot.js";
+import type { TemplateMeta } from "./template-store.js";
+import { QemuTemplates } from "./templates.js";
+import { UsageMeter } from "./usage.js";
 import { livePidFromFile, Vm, vmError } from "./vm.js";
-
-/** Structurally the agent's logger, so it can be passed as is. */
-/**
- * Under TCG, V8's compilers in the guest's envd cost more than they save: every piece of JIT
- * code is translated again by TCG, in every clone (measured per idle clone: about 30 MiB less
- * PSS and faster first commands with JIT off). The guest's supervise-envd reads this flag from
- * the kernel command line; under KVM envd keeps its JIT.
- */
-export const ENVD_NO_JIT = "nestbox.envd_jit=off";
-
-export interface QemuLog {
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}
-
-const SILENT: QemuLog = {
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-};
 
 export interface QemuRuntimeOptions {
   /** `$NESTBOX_DIR`: images in `images/`, templates in `templates/`. */
   nestboxDir: string;
   accel: AccelMode;
   qemuBinary?: string;
-  log?: QemuLog;
+  log?: Logger;
   /** Machine size of templates booted from a disk (base, flattened). Default 512 MiB, 2 vCPUs. */
   templateMemoryMiB?: number;
   templateVcpus?: number;
@@ -103,42 +66,18 @@ export interface QemuRuntimeOptions {
   clockSync?: "wait" | "background" | "off";
 }
 
-/** What the runtime keeps in the sandbox directory about how its QEMU was built. */
-interface SandboxMachine {
-  machine: MachineConfig;
-  template: { name: string; version: string };
-  /** How the current/last QEMU got its memory: clone of the template, cold boot, resume. */
-  mode: "clone" | "boot" | "resume";
-}
-
-type Details = RuntimeState["details"];
-
-/** The only fields of `details` this runtime writes; kept flat because details is flat. */
-function details(sm: SandboxMachine, dir: string): Details {
-  return {
-    template: sm.template.name,
-    templateVersion: sm.template.version,
-    mode: sm.mode,
-    qmpSocket: sandboxPath(dir, "qmp"),
-    memoryMiB: sm.machine.memoryMiB,
-    vcpus: sm.machine.vcpus,
-    accel: sm.machine.accel,
-  };
-}
-
 export class QemuRuntime implements Runtime {
   readonly kind = "qemu" as const;
   private readonly nestboxDir: string;
-  private readonly log: QemuLog;
-  private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly cpuSamples = new Map<string, { ticks: number; at: number }>();
+  private readonly log: Logger;
   private readonly snapshotCtx: SnapshotContext;
   private readonly restoreTimeoutMs: number;
-  private accelLogged = false;
+  private readonly templates: QemuTemplates;
+  private readonly meter = new UsageMeter();
 
   constructor(private readonly options: QemuRuntimeOptions) {
     this.nestboxDir = options.nestboxDir;
-    this.log = options.log ?? SILENT;
+    this.log = options.log ?? SILENT_LOGGER;
     this.restoreTimeoutMs = options.restoreTimeoutMs ?? 30_000;
     this.snapshotCtx = {
       ...(options.qemuBinary ? { qemuBinary: options.qemuBinary } : {}),
@@ -146,160 +85,33 @@ export class QemuRuntime implements Runtime {
       migrateTimeoutMs: options.migrateTimeoutMs ?? 120_000,
       settleMs: options.settleMs ?? 1_000,
     };
+    this.templates = new QemuTemplates(options, this.log, this.snapshotCtx);
   }
 
-  // ---------------------------------------------------------------- templates
+  // ---------------------------------------------------------------- templates (templates.ts)
 
-  /**
-   * `base`: boots the guest image once and snapshots it; reused while the image and accelerator
-   * are unchanged, rebuilt into a new version otherwise. Other templates: a flattened one (disk
-   * only) is booted and snapshotted the same way; one with a snapshot is left alone.
-   */
   prepareTemplate(template: string): Promise<void> {
-    checkTemplateName(template);
-    return this.withLock(`template:${template}`, async () => {
-      await this.prepareLocked(template);
-    });
+    return this.templates.prepare(template);
   }
 
-  private async prepareLocked(template: string): Promise<TemplateMeta> {
-    const current = await readCurrent(this.nestboxDir, template);
-    if (template === "base") {
-      const image = await this.image();
-      const accel = await this.accel(image);
-      const jitOff = accel === "tcg";
-      if (
-        current?.snapshot &&
-        current.imageHash === image.manifest.hash &&
-        current.machine.accel === accel &&
-        current.machine.cmdline.includes(ENVD_NO_JIT) === jitOff
-      ) {
-        return current;
-      }
-      await removeStaleBuilds(this.nestboxDir, template);
-      const machine: MachineConfig = {
-        kernel: image.kernelPath,
-        initrd: image.initrdPath,
-        cmdline: guestKernelCmdline({
-          image: image.manifest.cmdline,
-          extra: jitOff ? [ENVD_NO_JIT] : [],
-        }),
-        acpi: image.manifest.acpi,
-        memoryMiB: this.options.templateMemoryMiB ?? 512,
-        vcpus: this.options.templateVcpus ?? 2,
-        accel,
-        cpu: accel === "kvm" ? "host" : "max",
-      };
-      this.log.info("preparing template", {
-        template,
-        reason: current ? "image, accelerator or guest command line changed" : "new",
-      });
-      return this.buildBooted(
-        template,
-        machine,
-        { path: image.rootfsPath, format: "raw" },
-        {
-          imageHash: image.manifest.hash,
-          origin: "image",
-        },
-      );
-    }
-    if (!current) throw new RuntimeError("not_found", `template ${template} does not exist`);
-    if (current.snapshot) return current;
-    await removeStaleBuilds(this.nestboxDir, template);
-    this.log.info("preparing template", { template, reason: "no memory snapshot" });
-    return this.buildBooted(template, current.machine, current.disk, {
-      ...(current.imageHash ? { imageHash: current.imageHash } : {}),
-      parent: { name: current.name, version: current.version },
-      origin: "prepare",
-    });
+  listTemplates(): Promise<TemplateSummary[]> {
+    return this.templates.list();
   }
 
-  private async buildBooted(
-    template: string,
-    machine: MachineConfig,
-    backing: { path: string; format: "qcow2" | "raw" },
-    extra: Pick<TemplateMeta, "imageHash" | "parent" | "origin">,
-  ): Promise<TemplateMeta> {
-    const paths = await startVersion(this.nestboxDir, template);
-    try {
-      const timing = await bootAndSnapshot(this.snapshotCtx, paths, machine, backing);
-      const meta: TemplateMeta = {
-        format: 1,
-        name: template,
-        version: paths.version,
-        createdAt: new Date().toISOString(),
-        machine,
-        disk: { path: join(paths.dir, TEMPLATE_DISK), format: "qcow2" },
-        snapshot: { mem: join(paths.dir, TEMPLATE_MEM), state: join(paths.dir, TEMPLATE_STATE) },
-        ...extra,
-      };
-      await commitVersion(paths, meta);
-      this.log.info("template ready", { template, version: paths.version, ...timing });
-      await pruneStaleVariants(this.nestboxDir, template, this.log)
-        .then(() => pruneTemplateVersions(this.nestboxDir, template, this.log))
-        .catch((err: unknown) =>
-          this.log.warn("pruning old template versions failed", { template, err: String(err) }),
-        );
-      return meta;
-    } catch (error) {
-      await rm(paths.buildDir, { recursive: true, force: true });
-      throw error;
-    }
-  }
-
-  async listTemplates(): Promise<TemplateSummary[]> {
-    const result: TemplateSummary[] = [];
-    for (const name of await listTemplateNames(this.nestboxDir)) {
-      const meta = await readCurrent(this.nestboxDir, name);
-      if (!meta) continue;
-      result.push({
-        name,
-        hasMemorySnapshot: meta.snapshot !== null,
-        sizeBytes: await directoryBytes(versionDir(this.nestboxDir, meta)),
-      });
-    }
-    return result;
-  }
-
-  /**
-   * Removes a template with all its versions. Refused while another template's disk is an
-   * overlay of one of its versions. Sandboxes still using it are the manager's to check: running
-   * QEMUs keep their open files, but a paused one could not resume.
-   */
   deleteTemplate(template: string): Promise<void> {
-    checkTemplateName(template);
-    return this.withLock(`template:${template}`, async () => {
-      // Its size variants go with it (the manager has checked that no sandbox uses it), unless
-      // another template was made from a sandbox of one of them.
-      const variants = await listSizeVariants(this.nestboxDir, template);
-      const family = new Set([template, ...variants]);
-      const dependants = (await listAllVersions(this.nestboxDir)).filter(
-        (meta) => meta.parent && family.has(meta.parent.name) && !family.has(meta.name),
-      );
-      if (dependants.length > 0) {
-        const names = [...new Set(dependants.map((meta) => meta.name))].join(", ");
-        throw new RuntimeError(
-          "failed_precondition",
-          `template ${template} is the base of template(s) ${names}; delete those first`,
-        );
-      }
-      for (const variant of variants)
-        await rm(templateDir(this.nestboxDir, variant), { recursive: true, force: true });
-      await rm(templateDir(this.nestboxDir, template), { recursive: true, force: true });
-    });
+    return this.templates.delete(template);
   }
 
   // ---------------------------------------------------------------- sandboxes
 
   async start(spec: SandboxSpec): Promise<RuntimeState> {
-    let tpl = await this.templateForStart(spec.template);
+    let tpl = await this.templates.forStart(spec.template);
     const sizeOf = (t: TemplateMeta) =>
       t.machine.memoryMiB === spec.memoryMb && t.machine.vcpus === spec.vcpus;
     // A freshly booted template at another size is booted and snapshotted once more at that
     // size; a user's memory snapshot keeps its own size (its processes live in that memory).
     if (tpl.snapshot !== null && !sizeOf(tpl) && tpl.origin !== "snapshot")
-      tpl = await this.sizeVariant(tpl, spec.vcpus, spec.memoryMb, spec.id);
+      tpl = await this.templates.sizeVariant(tpl, spec.vcpus, spec.memoryMb, spec.id);
     const clone = tpl.snapshot !== null && sizeOf(tpl);
     // The disk is never smaller than the template's (an overlay cannot shrink its base); a
     // larger disk_size_mb is grown once the guest runs.
@@ -335,7 +147,7 @@ export class QemuRuntime implements Runtime {
         tpl.disk.path,
         disk,
       ]);
-      await writeFile(sandboxPath(spec.dir, "machine"), `${JSON.stringify(sm, null, 2)}\n`);
+      await writeMachine(spec.dir, sm);
       const snapshot = clone ? tpl.snapshot : null;
       const vm = await this.launchAndRun(
         spec,
@@ -349,7 +161,7 @@ export class QemuRuntime implements Runtime {
       );
       return this.runningState(spec, sm, vm);
     } catch (error) {
-      await this.removeSandboxFiles(spec.dir);
+      await removeSandboxFiles(spec.dir);
       throw error;
     }
   }
@@ -466,7 +278,7 @@ export class QemuRuntime implements Runtime {
    */
   async pause(spec: SandboxSpec, state: RuntimeState): Promise<RuntimeState> {
     if (state.paused) return state;
-    const sm = await this.readMachine(spec.dir);
+    const sm = await readMachine(spec.dir);
     const vm = await this.attach(spec, state);
     const tmp = sandboxPath(spec.dir, "pauseStateTmp");
     try {
@@ -481,12 +293,12 @@ export class QemuRuntime implements Runtime {
       throw await vm.error("internal", `sandbox ${spec.id}: pause failed`, error);
     }
     await vm.quit();
-    this.cpuSamples.delete(spec.id);
+    this.meter.forget(spec.id);
     return { kind: "qemu", paused: true, details: details(sm, spec.dir) };
   }
 
   async resume(spec: SandboxSpec, state: RuntimeState): Promise<RuntimeState> {
-    const sm = await this.readMachine(spec.dir);
+    const sm = await readMachine(spec.dir);
     if (!state.paused) {
       if (state.pid !== undefined && isProcessAlive(state.pid, state.pidStartTime)) return state;
       throw new RuntimeError(
@@ -510,13 +322,13 @@ export class QemuRuntime implements Runtime {
       "ram",
     );
     // Only now: if anything above failed, pause.state is still there for another try.
-    await writeFile(sandboxPath(spec.dir, "machine"), `${JSON.stringify(resumed, null, 2)}\n`);
+    await writeMachine(spec.dir, resumed);
     await rm(pauseState, { force: true });
     return this.runningState(spec, resumed, vm);
   }
 
   async stop(spec: SandboxSpec, state: RuntimeState): Promise<void> {
-    this.cpuSamples.delete(spec.id);
+    this.meter.forget(spec.id);
     const candidates: Array<{ pid: number; startTime: number | undefined }> = [];
     if (state.pid !== undefined) candidates.push({ pid: state.pid, startTime: state.pidStartTime });
     // A QEMU started by an interrupted start/resume may not be in `state` yet.
@@ -544,160 +356,48 @@ export class QemuRuntime implements Runtime {
         await killProcess(pid, startTime);
       }
     }
-    await this.removeSandboxFiles(spec.dir);
+    await removeSandboxFiles(spec.dir);
   }
 
-  // ---------------------------------------------------------------- snapshots
+  // ---------------------------------------------------------------- templates from sandboxes
 
-  /** Checks a new template's name; the sandbox's machine and the template it came from. */
-  private async sourceForNewTemplate(spec: SandboxSpec, template: string) {
-    checkTemplateName(template);
-    if (template === "base") {
-      throw new RuntimeError(
-        "invalid_argument",
-        "base is the guest image's template and cannot be replaced",
-      );
-    }
-    const sm = await this.readMachine(spec.dir);
-    return { sm, parent: await this.parentMeta(sm) };
-  }
-
-  /**
-   * The sandbox's memory and disk become template `template` (a new version if it exists).
-   * Running sandbox: `stop`, full migration to the new version's build dir, copy of the disk
-   * overlay while QEMU has the image inactive, then `cont`: the sandbox runs on unchanged.
-   * Paused sandbox: its pause.state is the input, and it stays resumable. Then the full state is
-   * re-snapshotted into a shared RAM file (templatize), so clones of the new template start the
-   * same way as clones of base. The new disk is the sandbox's overlay, still backed by the
-   * parent template's disk: the parent cannot be deleted while this template exists.
-   */
   async snapshotToTemplate(
     spec: SandboxSpec,
     state: RuntimeState,
     template: string,
   ): Promise<{ sizeBytes: number }> {
-    const { sm, parent } = await this.sourceForNewTemplate(spec, template);
-    return this.withLock(`template:${template}`, async () => {
-      await removeStaleBuilds(this.nestboxDir, template);
-      const paths = await startVersion(this.nestboxDir, template);
-      try {
-        const disk = join(paths.buildDir, TEMPLATE_DISK);
-        let fullState: string;
-        if (state.paused) {
-          fullState = sandboxPath(spec.dir, "pauseState");
-          if (!(await exists(fullState))) {
-            throw new RuntimeError(
-              "failed_precondition",
-              `sandbox ${spec.id} is paused without a state file`,
-            );
-          }
-          await copySparse(sandboxPath(spec.dir, "disk"), disk);
-        } else {
-          fullState = join(paths.buildDir, "full.state");
-          await this.withStoppedVm(spec, state, async (vm) => {
-            await vm.save(fullState, false, this.snapshotCtx.migrateTimeoutMs);
-            // After a completed migration QEMU has flushed and released the image: a consistent copy.
-            await copySparse(sandboxPath(spec.dir, "disk"), disk);
-          });
-        }
-        await templatize(this.snapshotCtx, paths, sm.machine, fullState, {
-          path: disk,
-          format: "qcow2",
-        });
-        if (!state.paused) await rm(fullState, { force: true });
-        await this.commit(paths, {
-          format: 1,
-          name: template,
-          version: paths.version,
-          createdAt: new Date().toISOString(),
-          machine: sm.machine,
-          disk: { path: join(paths.dir, TEMPLATE_DISK), format: "qcow2" },
-          snapshot: { mem: join(paths.dir, TEMPLATE_MEM), state: join(paths.dir, TEMPLATE_STATE) },
-          ...(parent.imageHash ? { imageHash: parent.imageHash } : {}),
-          parent: { name: parent.name, version: parent.version },
-          origin: "snapshot",
-        });
-        return { sizeBytes: await directoryBytes(paths.dir) };
-      } catch (error) {
-        await rm(paths.buildDir, { recursive: true, force: true });
-        throw error;
-      }
-    });
+    return snapshotToTemplate(
+      this.templates,
+      await this.captureSource(spec, state, template),
+      template,
+    );
   }
 
-  /**
-   * The sandbox's disk, with its backing chain merged, becomes a sparse raw file of template
-   * `template`, without memory: its sandboxes cold-boot, or prepareTemplate() boots and
-   * snapshots it once. A running sandbox first flushes the guest's page cache (`sync` through
-   * envd; needs spec.envdAccessToken once set), is stopped for the copy and continues after. A
-   * paused sandbox contributes what its guest had written to disk when it was paused.
-   */
   async flattenToTemplate(
     spec: SandboxSpec,
     state: RuntimeState,
     template: string,
   ): Promise<{ sizeBytes: number }> {
-    const { sm, parent } = await this.sourceForNewTemplate(spec, template);
-    return this.withLock(`template:${template}`, async () => {
-      await removeStaleBuilds(this.nestboxDir, template);
-      const paths = await startVersion(this.nestboxDir, template);
-      try {
-        const rootfs = join(paths.buildDir, TEMPLATE_ROOTFS);
-        const convert = (force: boolean) =>
-          runCommand(
-            [
-              "qemu-img",
-              "convert",
-              ...(force ? ["-U"] : []),
-              "-O",
-              "raw",
-              "-S",
-              "4k",
-              sandboxPath(spec.dir, "disk"),
-              rootfs,
-            ],
-            { timeoutMs: 600_000 },
-          );
-        if (state.paused) {
-          await convert(false);
-        } else {
-          const sync = await runGuestCommand(
-            envdUrl(spec.network.sandboxAddress),
-            "/bin/sync",
-            [],
-            {
-              ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
-            },
-          ).catch((error: unknown) => error as Error);
-          if (sync instanceof Error || sync.exitCode !== 0) {
-            this.log.warn("guest sync before flatten failed; recent writes may be missing", {
-              sandbox: spec.id,
-              error: sync instanceof Error ? sync.message : `exit ${sync.exitCode}`,
-            });
-          }
-          // `stop` flushes QEMU's caches; -U because QEMU still holds the image's write lock.
-          await this.withStoppedVm(spec, state, async (vm) => {
-            await vm.qmp.execute("stop");
-            await convert(true);
-          });
-        }
-        await this.commit(paths, {
-          format: 1,
-          name: template,
-          version: paths.version,
-          createdAt: new Date().toISOString(),
-          machine: { ...sm.machine },
-          disk: { path: join(paths.dir, TEMPLATE_ROOTFS), format: "raw" },
-          snapshot: null,
-          ...(parent.imageHash ? { imageHash: parent.imageHash } : {}),
-          origin: "flatten",
-        });
-        return { sizeBytes: await directoryBytes(paths.dir) };
-      } catch (error) {
-        await rm(paths.buildDir, { recursive: true, force: true });
-        throw error;
-      }
-    });
+    return flattenToTemplate(
+      this.templates,
+      await this.captureSource(spec, state, template),
+      template,
+    );
+  }
+
+  /** Checks a new template's name before anything else; the sandbox as template-capture.ts needs it. */
+  private async captureSource(
+    spec: SandboxSpec,
+    state: RuntimeState,
+    template: string,
+  ): Promise<CaptureSource> {
+    checkNewTemplateName(template);
+    return {
+      spec,
+      state,
+      sm: await readMachine(spec.dir),
+      withStoppedVm: (work) => this.withStoppedVm(spec, state, work),
+    };
   }
 
   // ---------------------------------------------------------------- restart safety, metrics
@@ -738,131 +438,11 @@ export class QemuRuntime implements Runtime {
     }
   }
 
-  async usage(spec: SandboxSpec, state: RuntimeState): Promise<ResourceUsage> {
-    const diskBytes = await allocatedBytes(sandboxPath(spec.dir, "disk"));
-    if (state.paused || state.pid === undefined || !isProcessAlive(state.pid, state.pidStartTime)) {
-      return { cpuPct: 0, memBytes: 0, diskBytes };
-    }
-    const fields = readStatFields(state.pid);
-    // utime and stime are fields 14 and 15 of /proc/<pid>/stat (index 11 and 12 after comm).
-    const ticks = fields ? Number(fields[11]) + Number(fields[12]) : 0;
-    const now = Date.now();
-    const previous = this.cpuSamples.get(spec.id);
-    this.cpuSamples.set(spec.id, { ticks, at: now });
-    let cpuPct = 0;
-    if (previous && now > previous.at) {
-      // USER_HZ is 100 on every Linux build the agent runs on.
-      cpuPct = (((ticks - previous.ticks) / 100) * 1000 * 100) / (now - previous.at);
-      cpuPct = Math.max(0, Math.round(cpuPct * 10) / 10);
-    }
-    return { cpuPct, memBytes: await pssBytes(state.pid), diskBytes };
+  usage(spec: SandboxSpec, state: RuntimeState): Promise<ResourceUsage> {
+    return this.meter.measure(spec, state);
   }
 
   // ---------------------------------------------------------------- helpers
-
-  private async image(): Promise<GuestImage> {
-    try {
-      return await loadGuestImage("base", join(this.nestboxDir, "images"));
-    } catch (error) {
-      if (error instanceof ImageNotBuiltError) {
-        throw new RuntimeError("failed_precondition", error.message, { cause: error });
-      }
-      throw error;
-    }
-  }
-
-  private async accel(image: GuestImage): Promise<Accel> {
-    const decision = await resolveAccel(this.options.accel, {
-      ...(this.options.qemuBinary ? { qemuBinary: this.options.qemuBinary } : {}),
-      probeKernel: {
-        kernelPath: image.kernelPath,
-        initrdPath: image.initrdPath,
-        acpi: image.manifest.acpi,
-      },
-    });
-    if (!this.accelLogged) {
-      this.accelLogged = true;
-      this.log.info("accelerator", { mode: this.options.accel, ...decision });
-    }
-    return decision.accel;
-  }
-
-  /** The template's current version; `base` is prepared on first use. */
-  /**
-   * The template's size variant (built on first use, under the variant's lock, and again after
-   * the template changed), whose snapshot sandboxes of that size clone.
-   */
-  private sizeVariant(
-    tpl: TemplateMeta,
-    vcpus: number,
-    memoryMiB: number,
-    sandbox: string,
-  ): Promise<TemplateMeta> {
-    const name = sizeVariantName(tpl.name, vcpus, memoryMiB);
-    return this.withLock(`template:${name}`, async () => {
-      const current = await readCurrent(this.nestboxDir, name);
-      if (
-        current?.snapshot &&
-        current.parent?.name === tpl.name &&
-        current.parent.version === tpl.version
-      )
-        return current;
-      await removeStaleBuilds(this.nestboxDir, name);
-      this.log.info("preparing size variant", {
-        sandbox,
-        template: tpl.name,
-        vcpus,
-        memoryMiB,
-        reason: current ? "the template changed" : "first sandbox of this size",
-      });
-      const meta = await this.buildBooted(name, { ...tpl.machine, vcpus, memoryMiB }, tpl.disk, {
-        ...(tpl.imageHash ? { imageHash: tpl.imageHash } : {}),
-        parent: { name: tpl.name, version: tpl.version },
-        origin: "prepare",
-      });
-      // The variant's old version may have held the template's previous version.
-      await pruneTemplateVersions(this.nestboxDir, tpl.name, this.log).catch((err: unknown) =>
-        this.log.warn("pruning old template versions failed", {
-          template: tpl.name,
-          err: String(err),
-        }),
-      );
-      return meta;
-    });
-  }
-
-  private async templateForStart(template: string): Promise<TemplateMeta> {
-    checkTemplateName(template);
-    const current = await readCurrent(this.nestboxDir, template);
-    if (current) return current;
-    if (template === "base") {
-      return this.withLock("template:base", () => this.prepareLocked("base"));
-    }
-    throw new RuntimeError("not_found", `template ${template} does not exist`);
-  }
-
-  private async parentMeta(sm: SandboxMachine): Promise<TemplateMeta> {
-    const dir = join(templateDir(this.nestboxDir, sm.template.name), sm.template.version);
-    try {
-      return JSON.parse(await readFile(join(dir, "template.json"), "utf8")) as TemplateMeta;
-    } catch (error) {
-      throw new RuntimeError(
-        "failed_precondition",
-        `the sandbox's template ${sm.template.name}/${sm.template.version} is gone`,
-        { cause: error },
-      );
-    }
-  }
-
-  private async commit(paths: VersionPaths, meta: TemplateMeta): Promise<void> {
-    await mkdir(join(paths.dir, ".."), { recursive: true });
-    await commitVersion(paths, meta);
-    this.log.info("template stored", {
-      template: meta.name,
-      version: meta.version,
-      origin: meta.origin,
-    });
-  }
 
   /** Runs `work` against the sandbox's QEMU (which it may stop), then lets the guest run again. */
   private async withStoppedVm(
@@ -919,68 +499,5 @@ export class QemuRuntime implements Runtime {
         error,
       );
     }
-  }
-
-  private async readMachine(dir: string): Promise<SandboxMachine> {
-    try {
-      return JSON.parse(await readFile(sandboxPath(dir, "machine"), "utf8")) as SandboxMachine;
-    } catch (error) {
-      throw new RuntimeError(
-        "failed_precondition",
-        `no qemu sandbox in ${dir}: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
-    }
-  }
-
-  private async removeSandboxFiles(dir: string): Promise<void> {
-    for (const file of Object.values(sandboxFiles)) {
-      await rm(join(dir, file), { force: true });
-    }
-  }
-
-  /** Serialises operations per key (one template build at a time, per template). */
-  private withLock<T>(key: string, task: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(key) ?? Promise.resolve();
-    // Template work is also serialised across processes sharing this NESTBOX_DIR.
-    const template = key.startsWith("template:") ? key.slice("template:".length) : undefined;
-    const work = template ? () => withTemplateFileLock(this.nestboxDir, template, task) : task;
-    const run = previous.then(work, work);
-    // The chain only orders work; each caller gets its own result or error through `run`.
-    const settled = run.catch(() => undefined);
-    this.locks.set(key, settled);
-    void settled.then(() => {
-      if (this.locks.get(key) === settled) this.locks.delete(key);
-    });
-    return run;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw error;
-  }
-}
-
-/** `cp --sparse=always`: holes in qcow2 files stay holes. */
-async function copySparse(from: string, to: string): Promise<void> {
-  await runCommand(["cp", "--sparse=always", from, to]);
-}
-
-/** Proportional set size: the QEMU's share of memory, counting CoW pages shared with siblings once. */
-async function pssBytes(pid: number): Promise<number> {
-  try {
-    const text = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
-    const kb = /^Pss:\s+(\d+) kB/m.exec(text)?.[1];
-    return kb ? Number(kb) * 1024 : 0;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
-    throw error;
   }
 }

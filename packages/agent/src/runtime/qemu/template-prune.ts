@@ -1,12 +1,11 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { Logger as AgentLogger } from "../../log.js";
 import { sandboxFiles, templateDir } from "./paths.js";
 import { listAllVersions, listSizeVariants, readCurrent, versionDir } from "./template-store.js";
 
-interface Logger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-}
+/** Pruning only reports; any logger with info and warn will do (tests pass a recorder). */
+type Logger = Pick<AgentLogger, "info" | "warn">;
 
 /**
  * Template versions still referenced: by a sandbox (its machine.json names the version its
