@@ -27,6 +27,7 @@ import {
   type SandboxMachine,
   writeMachine,
 } from "./sandbox-dir.js";
+import { adoptVm, attachVm, withStoppedVm } from "./sandbox-vm.js";
 import {
   type CaptureSource,
   checkNewTemplateName,
@@ -37,7 +38,7 @@ import type { SnapshotContext } from "./template-snapshot.js";
 import type { TemplateMeta } from "./template-store.js";
 import { QemuTemplates } from "./templates.js";
 import { UsageMeter } from "./usage.js";
-import { livePidFromFile, Vm, vmError } from "./vm.js";
+import { livePidFromFile, Vm } from "./vm.js";
 
 export interface QemuRuntimeOptions {
   /** `$NESTBOX_DIR`: images in `images/`, templates in `templates/`. */
@@ -279,7 +280,7 @@ export class QemuRuntime implements Runtime {
   async pause(spec: SandboxSpec, state: RuntimeState): Promise<RuntimeState> {
     if (state.paused) return state;
     const sm = await readMachine(spec.dir);
-    const vm = await this.attach(spec, state);
+    const vm = await attachVm(spec, state);
     const tmp = sandboxPath(spec.dir, "pauseStateTmp");
     try {
       await vm.save(tmp, false, this.snapshotCtx.migrateTimeoutMs);
@@ -396,108 +397,17 @@ export class QemuRuntime implements Runtime {
       spec,
       state,
       sm: await readMachine(spec.dir),
-      withStoppedVm: (work) => this.withStoppedVm(spec, state, work),
+      withStoppedVm: (work) => withStoppedVm(spec, state, this.log, work),
     };
   }
 
   // ---------------------------------------------------------------- restart safety, metrics
 
-  async adopt(spec: SandboxSpec, state: RuntimeState): Promise<boolean> {
-    if (state.paused) {
-      const running = livePidFromFile(sandboxPath(spec.dir, "pid"), spec.dir);
-      return running === undefined && (await exists(sandboxPath(spec.dir, "pauseState")));
-    }
-    if (state.pid === undefined || !isProcessAlive(state.pid, state.pidStartTime)) return false;
-    let vm: Vm | undefined;
-    try {
-      vm = await Vm.attach(
-        state.pid,
-        state.pidStartTime ?? 0,
-        sandboxPath(spec.dir, "qmp"),
-        sandboxPath(spec.dir, "log"),
-        sandboxPath(spec.dir, "serial"),
-        2_000,
-      );
-      const status = await vm.status();
-      if (status === "running") return true;
-      if (status === "paused" || status === "postmigrate") {
-        // The agent died between `stop` and `cont` of a pause or snapshot: the guest is intact
-        // and the manager believes it runs, so let it run (a half-written pause state goes).
-        await vm.qmp.execute("cont");
-        await rm(sandboxPath(spec.dir, "pauseStateTmp"), { force: true });
-        await rm(sandboxPath(spec.dir, "pauseState"), { force: true });
-        this.log.warn("adopt: continued a stopped VM", { sandbox: spec.id, status });
-        return (await vm.status()) === "running";
-      }
-      return false;
-    } catch (error) {
-      this.log.warn("adopt: QMP does not answer", { sandbox: spec.id, error: String(error) });
-      return false;
-    } finally {
-      vm?.qmp.close();
-    }
+  adopt(spec: SandboxSpec, state: RuntimeState): Promise<boolean> {
+    return adoptVm(spec, state, this.log);
   }
 
   usage(spec: SandboxSpec, state: RuntimeState): Promise<ResourceUsage> {
     return this.meter.measure(spec, state);
-  }
-
-  // ---------------------------------------------------------------- helpers
-
-  /** Runs `work` against the sandbox's QEMU (which it may stop), then lets the guest run again. */
-  private async withStoppedVm(
-    spec: SandboxSpec,
-    state: RuntimeState,
-    work: (vm: Vm) => Promise<void>,
-  ): Promise<void> {
-    const vm = await this.attach(spec, state);
-    try {
-      await work(vm);
-    } catch (error) {
-      throw await vm.error("internal", `sandbox ${spec.id}`, error);
-    } finally {
-      // `cont` also re-activates the disk after a completed outgoing migration.
-      if (vm.alive()) {
-        await vm.qmp.execute("cont").catch((error: unknown) => {
-          this.log.error("could not continue the sandbox after a snapshot", {
-            sandbox: spec.id,
-            error: String(error),
-          });
-        });
-        await syncGuestClock(envdUrl(spec.network.sandboxAddress), spec.envdAccessToken).catch(
-          (error: unknown) => {
-            // Only a few seconds of drift: worth a warning, not a failed snapshot.
-            this.log.warn("could not set the guest clock", {
-              sandbox: spec.id,
-              error: String(error),
-            });
-          },
-        );
-      }
-      vm.qmp.close();
-    }
-  }
-
-  private async attach(spec: SandboxSpec, state: RuntimeState): Promise<Vm> {
-    if (state.pid === undefined || !isProcessAlive(state.pid, state.pidStartTime)) {
-      throw new RuntimeError("failed_precondition", `sandbox ${spec.id}: QEMU is not running`);
-    }
-    try {
-      return await Vm.attach(
-        state.pid,
-        state.pidStartTime ?? 0,
-        sandboxPath(spec.dir, "qmp"),
-        sandboxPath(spec.dir, "log"),
-        sandboxPath(spec.dir, "serial"),
-      );
-    } catch (error) {
-      throw await vmError(
-        "unavailable",
-        `sandbox ${spec.id}: QMP does not answer`,
-        sandboxPath(spec.dir, "log"),
-        sandboxPath(spec.dir, "serial"),
-        error,
-      );
-    }
   }
 }
