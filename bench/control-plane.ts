@@ -20,9 +20,8 @@ import { loadavg } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
+import type { Interceptor } from "@connectrpc/connect";
 import type { Db } from "@nestbox/server/db/db";
-import { AgentClients } from "@nestbox/server/hosts/agent-clients";
-import type { AgentClient } from "@nestbox/server/services/sandbox-access";
 import { type Stack, startStack } from "../test/e2e/control-plane-harness.js";
 import {
   cpuSeconds,
@@ -114,49 +113,48 @@ function instrumentDb(db: Db): { take(): { ms: number; queries: number } } {
 
 /**
  * Times the control plane's calls to the agent (unary calls until they settle, streams until
- * they end), by wrapping the clients its AgentClients hands out. Together with instrumentDb
- * this splits a REST request into agent time, database time and the rest (HTTP, auth,
- * validation, JSON, the event loop).
+ * they end) with a Connect interceptor the control plane installs on its agent clients
+ * (`startServer({ agentInterceptors })`). Together with instrumentDb this splits a REST
+ * request into agent time, database time and the rest (HTTP, auth, validation, JSON, the
+ * event loop).
  */
-function instrumentAgentCalls(): { take(): { ms: number; calls: number } } {
+function instrumentAgentCalls(): {
+  interceptor: Interceptor;
+  take(): { ms: number; calls: number };
+} {
   let ms = 0;
   let calls = 0;
-  const wrapped = new WeakMap<object, AgentClient>();
-  const get = AgentClients.prototype.get;
-  AgentClients.prototype.get = function (this: AgentClients, hostId: string, address: string) {
-    const client = get.call(this, hostId, address);
-    const known = wrapped.get(client);
-    if (known) return known;
-    const proxy = new Proxy(client, {
-      get(target, prop, receiver) {
-        const fn: unknown = Reflect.get(target, prop, receiver);
-        if (typeof fn !== "function") return fn;
-        return (...args: unknown[]) => {
-          const t0 = process.hrtime.bigint();
-          const done = () => {
-            ms += msSince(t0);
-            calls++;
-          };
-          const out: unknown = fn.apply(target, args);
-          if (out instanceof Promise) return out.finally(done);
-          if (out && typeof out === "object" && Symbol.asyncIterator in out) {
-            const it = out as AsyncIterable<unknown>;
-            return (async function* () {
-              try {
-                yield* it;
-              } finally {
-                done();
-              }
-            })();
-          }
-          return out;
-        };
-      },
-    });
-    wrapped.set(client, proxy);
-    return proxy;
+  const interceptor: Interceptor = (next) => async (req) => {
+    const t0 = process.hrtime.bigint();
+    const done = () => {
+      ms += msSince(t0);
+      calls++;
+    };
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      done();
+      throw err;
+    }
+    if (!res.stream) {
+      done();
+      return res;
+    }
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } finally {
+          done();
+        }
+      })(),
+    };
   };
   return {
+    interceptor,
     take() {
       const r = { ms, calls };
       ms = 0;
@@ -494,6 +492,7 @@ const stack = await startStack({
   slots: "7400-7499",
   db: DB_KIND,
   reconcileMs: 3_600_000,
+  agentInterceptors: [agentCalls.interceptor],
 });
 const restLive = new Set<string>();
 const agentLive = new Set<string>();

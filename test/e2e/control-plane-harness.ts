@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type RunningServer, startServer } from "@nestbox/server/main";
+import { type RunningServer, type StartOptions, startServer } from "@nestbox/server/main";
 import { type AgentProcess, startAgent } from "../agent/agent-harness.js";
 import { openTestDb } from "../server/db-fixture.js";
 
@@ -20,6 +20,8 @@ export interface StackOptions {
   slots: string;
   db: "pglite" | "postgres";
   reconcileMs?: number;
+  /** Passed to the control plane (the benchmark times agent calls with one). */
+  agentInterceptors?: StartOptions["agentInterceptors"];
 }
 
 export interface Stack {
@@ -67,6 +69,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     allInOne: true,
     reconcileMs: o.reconcileMs ?? 1000,
     log,
+    agentInterceptors: o.agentInterceptors,
   });
   const port = server.server.address();
   const apiPort = typeof port === "object" && port ? port.port : 0;
@@ -114,6 +117,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
         allInOne: true,
         reconcileMs: o.reconcileMs ?? 1000,
         log,
+        agentInterceptors: o.agentInterceptors,
       });
     },
     async api(method, route, body, key = adminKey) {

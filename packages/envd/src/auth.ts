@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { type FileOperation, fileSignature } from "@nestbox/wire";
 import { constantTimeEqual, type EnvdState } from "./state.js";
 
 /**
@@ -39,21 +39,8 @@ export function parseBasicUser(authorization: string | null | undefined): string
   return user;
 }
 
-export type FileOperation = "read" | "write";
-
-/** E2B's v1 URL signature: `v1_` + unpadded base64(sha256("path:op:user:token[:exp]")). */
-export function fileSignature(
-  filePath: string,
-  operation: FileOperation,
-  username: string,
-  token: string,
-  expiration?: number,
-): string {
-  const parts = [filePath, operation, username, token];
-  if (expiration !== undefined) parts.push(String(expiration));
-  const digest = createHash("sha256").update(parts.join(":")).digest("base64");
-  return `v1_${digest.replace(/=+$/, "")}`;
-}
+// E2B's v1 URL signature, shared with the control plane's proxy.
+export { type FileOperation, fileSignature } from "@nestbox/wire";
 
 export type SignatureCheck = { ok: true } | { ok: false; message: string };
 

@@ -15,9 +15,8 @@ export function randomBase36(length: number): string {
 
 export type IdPrefix = "usr" | "team" | "key" | "host" | "htok" | "tpl" | "evt";
 
-/** Readable prefixed ids, e.g. `team_k3j…` (design.md: "Other ids carry a readable prefix"). */
+/** Readable prefixed ids, e.g. `team_k3j…` (sandbox ids have none: they are DNS labels). */
 export const newId = (prefix: IdPrefix): string => `${prefix}_${randomBase36(20)}`;
 
-/** Sandbox ids are DNS labels in `{port}-{id}.{domain}`: 20 characters of [a-z0-9]. */
-export const newSandboxId = (): string => randomBase36(20);
-export const SANDBOX_ID_RE = /^[a-z0-9]{20}$/;
+/** Sandbox ids (DNS labels in `{port}-{id}.{domain}`) and template names: @nestbox/wire's. */
+export { newSandboxId, SANDBOX_ID_RE, TEMPLATE_NAME_RE } from "@nestbox/wire";

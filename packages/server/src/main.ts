@@ -1,5 +1,6 @@
 import type { Server } from "node:http";
 import { parseArgs } from "node:util";
+import type { Interceptor } from "@connectrpc/connect";
 import { serve } from "@hono/node-server";
 import { buildApp, type RouteModule } from "./api/app.js";
 import type { AppDeps } from "./api/context.js";
@@ -79,6 +80,8 @@ export interface StartOptions {
   /** Reconcile interval; tests shorten it. */
   reconcileMs?: number;
   log?: (line: string) => void;
+  /** Connect interceptors around every call to a host agent (instrumentation, e.g. the bench). */
+  agentInterceptors?: Interceptor[];
 }
 
 /** Opens and migrates the database, seeds what must exist, and serves the API. */
@@ -104,7 +107,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         log(`[server] local host agent registration token written to ${local.tokenFile}`);
     }
 
-    const agents = new AgentClients(log);
+    const agents = new AgentClients({ log, interceptors: opts.agentInterceptors });
     const sandboxes = new SandboxService(db, agents, platform.id, log);
     const templates = new TemplateService(db, sandboxes, platform.id, log);
     const deps: AppDeps = { db, config, sandboxes, agents };

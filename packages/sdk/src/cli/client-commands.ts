@@ -5,6 +5,7 @@ import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { SANDBOX_ID_RE, TEMPLATE_NAME_RE } from "@nestbox/wire";
 import {
   NestboxApiError,
   NestboxClient,
@@ -56,8 +57,6 @@ interface Sub {
 }
 
 const HELP = new Set(["-h", "--help"]);
-const SANDBOX_ID_RE = /^[a-z0-9]{20}$/;
-const TEMPLATE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const STATUSES: readonly SandboxStatus[] = [
   "pending",
   "running",

@@ -1,11 +1,19 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppDeps, AppEnv, Caller } from "../api/context.js";
+import type { ServerConfig } from "../config.js";
+import type { Queryable } from "../db/db.js";
 import { getMembership } from "../db/queries/teams.js";
 import { getUserById } from "../db/queries/users.js";
+import type { AppEnv, Caller } from "../domain/caller.js";
 import { forbidden, unauthorized } from "../errors.js";
 import { authenticateApiKey } from "./api-keys.js";
 import { verifyUserToken } from "./user-tokens.js";
+
+/** What authentication reads: the database and the JWT secret (the API's deps are one). */
+export interface AuthDeps {
+  db: Queryable;
+  config: Pick<ServerConfig, "jwtSecret">;
+}
 
 export type UserCaller = Extract<Caller, { kind: "user" }>;
 
@@ -22,7 +30,7 @@ const BEARER_RE = /^Bearer\s+(\S+)\s*$/i;
  * for WebSocket upgrades, which authenticate before any Hono middleware could run.
  */
 export async function authenticateRequestHeaders(
-  deps: AppDeps,
+  deps: AuthDeps,
   headers: Headers,
   options: CallerOptions = { apiKey: true },
 ): Promise<Caller> {
@@ -53,7 +61,7 @@ export async function authenticateRequestHeaders(
  * and the role are read from the database on every request, so disabling an account or removing
  * a member takes effect at once.
  */
-export async function authenticateUserToken(deps: AppDeps, token: string): Promise<UserCaller> {
+export async function authenticateUserToken(deps: AuthDeps, token: string): Promise<UserCaller> {
   const claims = await verifyUserToken(deps.config.jwtSecret, token);
   if (!claims) throw unauthorized("invalid or expired session token");
   const user = await getUserById(deps.db, claims.userId);
@@ -72,7 +80,7 @@ export async function authenticateUserToken(deps: AppDeps, token: string): Promi
 }
 
 /** Resolves the caller into `c.get("caller")` before the handler (and before body validation). */
-export function requireCaller(deps: AppDeps, options: CallerOptions): MiddlewareHandler<AppEnv> {
+export function requireCaller(deps: AuthDeps, options: CallerOptions): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
     // Routers mounted on the same paths may each guard them; authenticate once per request
     // (unless this guard is stricter: user sessions only).
@@ -84,7 +92,7 @@ export function requireCaller(deps: AppDeps, options: CallerOptions): Middleware
 }
 
 /** A user session whose account is a platform admin in the database right now. */
-export function requireAdmin(deps: AppDeps): MiddlewareHandler<AppEnv> {
+export function requireAdmin(deps: AuthDeps): MiddlewareHandler<AppEnv> {
   return createMiddleware<AppEnv>(async (c, next) => {
     const caller = await authenticateRequestHeaders(deps, c.req.raw.headers, { apiKey: false });
     if (caller.kind !== "user" || !caller.isAdmin) throw forbidden("admin access required");

@@ -1,5 +1,5 @@
 import { errors, jwtVerify, SignJWT } from "jose";
-import type { Role } from "../api/context.js";
+import type { Role } from "../domain/caller.js";
 
 /** User sessions last 12 hours; the dashboard logs in again after that. */
 export const USER_TOKEN_TTL_SEC = 12 * 60 * 60;

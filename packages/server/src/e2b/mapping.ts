@@ -1,6 +1,6 @@
 import type { SandboxRecord } from "../db/queries/sandboxes.js";
 import type { TemplateRow } from "../db/queries/templates.js";
-import type { SandboxStatus } from "../services/sandbox-access.js";
+import type { SandboxStatus } from "../domain/sandbox.js";
 import type { MetricPointOut } from "../services/sandboxes.js";
 
 /**

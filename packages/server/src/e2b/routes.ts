@@ -5,10 +5,10 @@ import type { AppDeps, AppEnv } from "../api/context.js";
 import { requireCaller } from "../auth/middleware.js";
 import type { SandboxRecord } from "../db/queries/sandboxes.js";
 import { listTemplates, resolveTemplate } from "../db/queries/templates.js";
+import type { SandboxStatus } from "../domain/sandbox.js";
 import { badRequest, invalidState, notFound } from "../errors.js";
 import { SANDBOX_ID_RE } from "../ids.js";
 import type { SandboxLifecycle } from "../services/lifecycle.js";
-import type { SandboxStatus } from "../services/sandbox-access.js";
 import {
   type MetricRange,
   newAccessToken,

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ENV_NAME_RE, stringMap } from "../api/schemas.js";
+import { TEMPLATE_NAME_RE } from "../ids.js";
 
 /**
  * Request bodies of the E2B routes. Objects are not strict: newer SDKs send fields Nestbox does
@@ -14,10 +15,7 @@ const timeout = z
   .max(MAX_TIMEOUT_SEC, `at most ${MAX_TIMEOUT_SEC} seconds`);
 
 const NewSandboxBase = z.object({
-  templateID: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name or alias")
-    .optional(),
+  templateID: z.string().regex(TEMPLATE_NAME_RE, "must be a template name or alias").optional(),
   timeout: timeout.optional(),
   metadata: stringMap(64, 1024).nullish(),
   envVars: stringMap(256, 32768)

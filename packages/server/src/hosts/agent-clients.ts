@@ -1,7 +1,18 @@
-import { createClient } from "@connectrpc/connect";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { HostAgentService } from "@nestbox/proto/hostagent";
-import type { AgentClient } from "../services/sandbox-access.js";
+
+export type AgentClient = Client<typeof HostAgentService>;
+
+export interface AgentClientsOptions {
+  log?: (line: string) => void;
+  /**
+   * Connect interceptors run around every call to every agent, in order (the first is the
+   * outermost). The seam for instrumentation such as the control-plane benchmark's timing of
+   * agent calls; the server itself installs none.
+   */
+  interceptors?: Interceptor[];
+}
 
 /**
  * One Connect client per host address. Transports keep HTTP/1.1 connections alive, so reusing
@@ -9,8 +20,15 @@ import type { AgentClient } from "../services/sandbox-access.js";
  */
 export class AgentClients {
   private readonly clients = new Map<string, { address: string; client: AgentClient }>();
+  private readonly log: (line: string) => void;
+  private readonly interceptors: Interceptor[];
 
-  constructor(private readonly log: (line: string) => void = (l) => console.log(l)) {}
+  /** A bare function is the log (the form callers used before there were options). */
+  constructor(options: AgentClientsOptions | ((line: string) => void) = {}) {
+    const o = typeof options === "function" ? { log: options } : options;
+    this.log = o.log ?? ((l) => console.log(l));
+    this.interceptors = o.interceptors ?? [];
+  }
 
   get(hostId: string, address: string): AgentClient {
     const cached = this.clients.get(hostId);
@@ -23,6 +41,7 @@ export class AgentClients {
       // No gzip: file chunks are mostly incompressible and compressing every 64 KiB stream
       // message cost more CPU than the rest of a download's path together.
       acceptCompression: [],
+      interceptors: this.interceptors,
     });
     const client = createClient(HostAgentService, transport);
     this.clients.set(hostId, { address, client });

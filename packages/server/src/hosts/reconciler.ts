@@ -1,7 +1,7 @@
 import type { Db } from "../db/db.js";
 import { liveSandboxesOnHost, transitionSandbox } from "../db/queries/sandboxes.js";
-import type { AgentClient, SandboxStatus } from "../services/sandbox-access.js";
-import type { AgentClients } from "./agent-clients.js";
+import type { SandboxStatus } from "../domain/sandbox.js";
+import type { AgentClient, AgentClients } from "./agent-clients.js";
 import { markStaleHostsUnreachable } from "./registration.js";
 
 /** Any number shared by all control planes: only the holder of this advisory lock reconciles. */

@@ -31,6 +31,17 @@ export async function rankHosts(
      WHERE h.status = 'online' AND h.address IS NOT NULL
      GROUP BY h.id`,
   );
+  return orderHosts(hosts, need);
+}
+
+/**
+ * The ranking itself: hosts with room for `need` (an unknown capacity counts as unlimited),
+ * the one with the largest free fraction of its scarcer resource first.
+ */
+export function orderHosts(
+  hosts: readonly HostCandidate[],
+  need: { memoryMb: number; diskMb: number },
+): HostCandidate[] {
   const free = (h: HostCandidate) => ({
     mem: h.memory_mb == null ? Number.POSITIVE_INFINITY : h.memory_mb - h.used_memory_mb,
     disk: h.disk_mb == null ? Number.POSITIVE_INFINITY : h.disk_mb - h.used_disk_mb,

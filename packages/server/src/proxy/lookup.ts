@@ -1,5 +1,5 @@
 import type { Queryable } from "../db/db.js";
-import type { SandboxStatus } from "../services/sandbox-access.js";
+import type { SandboxStatus } from "../domain/sandbox.js";
 import { type SignedFilesRequest, signedWith } from "./signature.js";
 
 /** What the proxy needs to know about a sandbox to route to it. */

@@ -15,11 +15,6 @@ export const sandboxNotFound = (sandboxId: string): ProxyError => ({
   body: { sandboxId, message: "The sandbox was not found", code: 502 },
 });
 
-export const portNotOpen = (sandboxId: string, port: number): ProxyError => ({
-  status: 502,
-  body: { message: "The sandbox is running but port is not open", sandboxId, port, code: 502 },
-});
-
 export const hostUnreachable = (sandboxId: string): ProxyError => ({
   status: 502,
   body: { sandboxId, message: "The sandbox's host is not reachable", code: 502 },

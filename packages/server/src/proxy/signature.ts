@@ -1,23 +1,8 @@
-import { createHash, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
+import { type FileOperation, fileSignature } from "@nestbox/wire";
 
-export type FileOperation = "read" | "write";
-
-/**
- * envd's v1 `/files` URL signature (packages/envd/src/auth.ts, e2b-compat §3.5):
- * `v1_` + unpadded base64(sha256("path:op:username:token[:expiration]")).
- */
-export function fileSignature(
-  filePath: string,
-  operation: FileOperation,
-  username: string,
-  token: string,
-  expiration?: string,
-): string {
-  const parts = [filePath, operation, username, token];
-  if (expiration !== undefined) parts.push(expiration);
-  const digest = createHash("sha256").update(parts.join(":")).digest("base64");
-  return `v1_${digest.replace(/=+$/, "")}`;
-}
+// The signature itself is @nestbox/wire's, the one envd checks.
+export { type FileOperation, fileSignature } from "@nestbox/wire";
 
 /** What a signed `/files` URL commits to, read the way envd reads it. */
 export interface SignedFilesRequest {

@@ -1,6 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireCaller } from "../../auth/middleware.js";
 import { badRequest } from "../../errors.js";
+import { TEMPLATE_NAME_RE } from "../../ids.js";
 import type { SandboxRow, SandboxStatus } from "../../services/sandbox-access.js";
 import type { SandboxService } from "../../services/sandboxes.js";
 import { newRouter, type RouteModule } from "../app.js";
@@ -55,10 +56,7 @@ export function sandboxView(r: SandboxRow): z.infer<typeof SandboxSchema> {
 
 const CreateBody = z
   .object({
-    template: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be a template name")
-      .default("base"),
+    template: z.string().regex(TEMPLATE_NAME_RE, "must be a template name").default("base"),
     vcpus: z.number().int().min(1).max(32).optional(),
     memory_mb: z.number().int().min(128).max(262144).optional(),
     disk_size_mb: z.number().int().min(1024).max(1048576).optional(),

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireCaller } from "../../auth/middleware.js";
 import type { TemplateRow } from "../../db/queries/templates.js";
-import { SANDBOX_ID_RE } from "../../ids.js";
+import { SANDBOX_ID_RE, TEMPLATE_NAME_RE } from "../../ids.js";
 import type { TemplateService } from "../../services/templates.js";
 import { newRouter, type RouteModule } from "../app.js";
 import { errorResponses } from "../schemas.js";
@@ -9,7 +9,7 @@ import { errorResponses } from "../schemas.js";
 const NAME = z
   .string()
   .regex(
-    /^[a-z0-9][a-z0-9._-]{0,62}$/,
+    TEMPLATE_NAME_RE,
     "must be 1-63 characters a-z, 0-9, . _ - (starting with a letter or digit)",
   );
 

@@ -34,14 +34,6 @@ export const listApiKeys = (db: Queryable, teamId: string) =>
     [teamId],
   );
 
-/** A team's live key by id; another team's key is not found. */
-export const getApiKey = (db: Queryable, teamId: string, id: string) =>
-  first<ApiKeyRow>(
-    db,
-    "SELECT * FROM api_keys WHERE team_id = $1 AND id = $2 AND revoked_at IS NULL",
-    [teamId, id],
-  );
-
 /** Any row with that hash, revoked or not (seeding checks whether a given key exists). */
 export const getApiKeyByHash = (db: Queryable, keyHash: string) =>
   first<ApiKeyRow>(db, "SELECT * FROM api_keys WHERE key_hash = $1", [keyHash]);

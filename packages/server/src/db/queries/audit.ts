@@ -43,7 +43,10 @@ export async function recordAudit(db: Queryable, e: AuditEvent): Promise<void> {
   );
 }
 
-/** A team's events (or, with teamId null, the events outside any team), newest first. */
+/**
+ * A team's events (or, with teamId null, the events outside any team), newest first. Not read
+ * by any route yet: kept for the audit-log API that will list them.
+ */
 export const listAuditEvents = (db: Queryable, teamId: string | null, limit = 100) =>
   db.query<AuditEventRow>(
     `SELECT * FROM audit_events WHERE team_id IS NOT DISTINCT FROM $1

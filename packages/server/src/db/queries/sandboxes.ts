@@ -1,4 +1,4 @@
-import type { SandboxRow, SandboxStatus } from "../../services/sandbox-access.js";
+import type { SandboxRow, SandboxStatus } from "../../domain/sandbox.js";
 import { first, type Queryable } from "../db.js";
 
 /** Statuses that hold resources on a host (or may again): counted by the scheduler and reconciler. */
@@ -80,9 +80,6 @@ export async function insertPendingSandbox(db: Queryable, s: NewSandbox): Promis
 
 export const getSandbox = (db: Queryable, teamId: string, id: string) =>
   first<SandboxRecord>(db, "SELECT * FROM sandboxes WHERE id = $1 AND team_id = $2", [id, teamId]);
-
-export const getSandboxAnyTeam = (db: Queryable, id: string) =>
-  first<SandboxRecord>(db, "SELECT * FROM sandboxes WHERE id = $1", [id]);
 
 /**
  * Moves a sandbox to `to` only if it is in one of `from` (compare-and-set, so a reconciler and

@@ -1,4 +1,4 @@
-import type { Role } from "../../api/context.js";
+import type { Role } from "../../domain/caller.js";
 import { first, type Queryable } from "../db.js";
 
 export interface TeamRow {

@@ -52,9 +52,6 @@ export const getTemplateByName = (db: Queryable, teamId: string, name: string) =
     name,
   ]);
 
-export const getTemplateById = (db: Queryable, id: string) =>
-  first<TemplateRow>(db, "SELECT * FROM templates WHERE id = $1", [id]);
-
 export async function insertTemplate(
   db: Queryable,
   t: Omit<TemplateRow, "created_at">,

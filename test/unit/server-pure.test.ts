@@ -1,0 +1,123 @@
+/**
+ * Pure parts of the control plane: host ranking (src/hosts/scheduler.ts) and how a host
+ * agent's failure becomes the API error a client sees (lifecycle calls in
+ * src/services/sandboxes.ts, data-plane calls in src/api/routes/commands.ts). No database.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { agentError } from "@nestbox/server/api/routes/commands";
+import { ApiError } from "@nestbox/server/errors";
+import { type HostCandidate, orderHosts } from "@nestbox/server/hosts/scheduler";
+import { agentFailure } from "@nestbox/server/services/sandboxes";
+
+const host = (id: string, o: Partial<HostCandidate> = {}): HostCandidate => ({
+  id,
+  address: `http://${id}`,
+  memory_mb: 8192,
+  disk_mb: 100_000,
+  used_memory_mb: 0,
+  used_disk_mb: 0,
+  ...o,
+});
+const need = { memoryMb: 512, diskMb: 5120 };
+const ids = (hs: HostCandidate[]) => hs.map((h) => h.id);
+
+describe("orderHosts", () => {
+  it("puts the host with the largest free fraction first", () => {
+    const hosts = [
+      host("half", { used_memory_mb: 4096 }),
+      host("empty"),
+      host("quarter", { used_memory_mb: 6144 }),
+    ];
+    assert.deepEqual(ids(orderHosts(hosts, need)), ["empty", "half", "quarter"]);
+  });
+
+  it("ranks by the scarcer resource of each host", () => {
+    // a: memory 75 % free, disk 10 % free; b: 50 % free of both.
+    const hosts = [
+      host("a", { used_memory_mb: 2048, used_disk_mb: 90_000 }),
+      host("b", { used_memory_mb: 4096, used_disk_mb: 50_000 }),
+    ];
+    assert.deepEqual(ids(orderHosts(hosts, need)), ["b", "a"]);
+  });
+
+  it("leaves out hosts without room for the sandbox", () => {
+    const hosts = [
+      host("no-memory", { used_memory_mb: 7800 }),
+      host("no-disk", { used_disk_mb: 96_000 }),
+      host("fits", { used_memory_mb: 7680, used_disk_mb: 94_880 }),
+    ];
+    assert.deepEqual(ids(orderHosts(hosts, need)), ["fits"]);
+  });
+
+  it("treats an unknown capacity as unlimited", () => {
+    const hosts = [
+      host("known", { used_memory_mb: 1024 }),
+      host("unknown", { memory_mb: null, disk_mb: null }),
+    ];
+    assert.deepEqual(ids(orderHosts(hosts, { memoryMb: 1 << 20, diskMb: 1 })), ["unknown"]);
+    assert.deepEqual(ids(orderHosts(hosts, need)), ["unknown", "known"]);
+  });
+
+  it("returns nothing when no host is online", () => {
+    assert.deepEqual(orderHosts([], need), []);
+  });
+});
+
+const fields = (e: ApiError) => ({ status: e.status, code: e.code, message: e.message });
+
+describe("agentFailure (sandbox lifecycle calls)", () => {
+  const cases: [Code, number, string, string][] = [
+    [Code.NotFound, 404, "not_found", "sandbox sb1: gone"],
+    [Code.FailedPrecondition, 409, "invalid_state", "sandbox sb1: gone"],
+    [Code.InvalidArgument, 400, "invalid_request", "gone"],
+    [Code.ResourceExhausted, 503, "no_hosts_available", "gone"],
+    [Code.Unavailable, 503, "host_unavailable", "host of sandbox sb1 is unreachable"],
+    [Code.Internal, 502, "agent_error", "pause failed: gone"],
+  ];
+  for (const [code, status, apiCode, message] of cases)
+    it(`${Code[code]} → ${status} ${apiCode}`, () => {
+      const e = agentFailure("sb1", "pause", new ConnectError("gone", code));
+      assert.ok(e instanceof ApiError);
+      assert.deepEqual(fields(e), { status, code: apiCode, message });
+    });
+
+  it("a non-Connect failure is a 502 agent_error", () => {
+    const e = agentFailure("sb1", "pause", new Error("socket hang up"));
+    assert.deepEqual(fields(e), {
+      status: 502,
+      code: "agent_error",
+      message: "pause failed: Error: socket hang up",
+    });
+  });
+});
+
+describe("agentError (command and file calls)", () => {
+  const cases: [Code, number, string][] = [
+    [Code.NotFound, 404, "not_found"],
+    [Code.AlreadyExists, 409, "conflict"],
+    [Code.PermissionDenied, 403, "forbidden"],
+    [Code.InvalidArgument, 400, "invalid_request"],
+    [Code.FailedPrecondition, 409, "invalid_state"],
+    [Code.ResourceExhausted, 413, "too_large"],
+    [Code.Unavailable, 503, "host_unavailable"],
+    [Code.Internal, 502, "agent_error"],
+  ];
+  for (const [code, status, apiCode] of cases)
+    it(`${Code[code]} → ${status} ${apiCode}`, () => {
+      const e = agentError(new ConnectError("boom", code), "file /x");
+      assert.equal(e.status, status);
+      assert.equal(e.code, apiCode);
+      assert.match(e.message, /boom/);
+    });
+
+  it("names the object in a not-found message and passes an ApiError through", () => {
+    assert.equal(
+      agentError(new ConnectError("no such file", Code.NotFound), "file /x").message,
+      "file /x not found: no such file",
+    );
+    const api = new ApiError(409, "invalid_state", "not running");
+    assert.equal(agentError(api, "file /x"), api);
+  });
+});
