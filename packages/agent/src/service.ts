@@ -86,8 +86,16 @@ export function createHostAgentService(
         };
       }),
 
-    destroySandbox: (req) => guard(async () => (await m.destroy(requireId(req.sandboxId)), {})),
-    pauseSandbox: (req) => guard(async () => (await m.pause(requireId(req.sandboxId)), {})),
+    destroySandbox: (req) =>
+      guard(async () => {
+        await m.destroy(requireId(req.sandboxId));
+        return {};
+      }),
+    pauseSandbox: (req) =>
+      guard(async () => {
+        await m.pause(requireId(req.sandboxId));
+        return {};
+      }),
     resumeSandbox: (req) =>
       guard(async () => {
         const rec = await m.resume(requireId(req.sandboxId), req.timeoutSec);
