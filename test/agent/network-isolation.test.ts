@@ -39,14 +39,14 @@ describe("sandbox network isolation", () => {
 
   before(async () => {
     await ensureHostFirewall({ forwarding: false });
-    for (const [i, allowInternet] of [true, false].entries()) {
+    for (const [i, allowInternetAccess] of [true, false].entries()) {
       nets.push(
         await createSandboxNetwork({
           namespace: `nbxiso-${suffix}-${i}`,
           hostVeth: `nbxi${suffix}${i}`,
           slot: slotBase + i,
           guestLink: "local",
-          allowInternet,
+          allowInternetAccess,
         }),
       );
     }

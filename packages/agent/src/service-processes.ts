@@ -8,8 +8,9 @@ import type {
 } from "@nestbox/proto/hostagent";
 import { type ProcessEvent, Signal } from "@nestbox/proto/process";
 import { asUser } from "./envd/client.js";
-import { invalid, toConnect } from "./manager/errors.js";
+import { invalid } from "./manager/errors.js";
 import type { SandboxManager } from "./manager/manager.js";
+import { guardStream, guard as guardWith, toConnectFromEnvd } from "./rpc-errors.js";
 
 type Impl = ServiceImpl<typeof HostAgentService>;
 
@@ -71,7 +72,7 @@ async function* ptyEvents(
         };
     }
   } catch (err) {
-    throw toConnect(ConnectError.from(err));
+    throw toConnectFromEnvd(err);
   }
 }
 
@@ -106,7 +107,7 @@ export async function* execEvents(
       }
     }
   } catch (err) {
-    throw toConnect(ConnectError.from(err));
+    throw toConnectFromEnvd(err);
   }
 }
 
@@ -133,13 +134,9 @@ export function processAndFileRpcs(
   | "statPath"
   | "connectPty"
 > {
-  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw toConnect(ConnectError.from(err));
-    }
-  };
+  const guard = <T>(fn: () => Promise<T>) => guardWith(fn, toConnectFromEnvd);
+  // Streams too: `m.envd()` refuses (not found, not running) before the first event.
+  const stream = <T>(gen: () => AsyncIterable<T>) => guardStream(gen, toConnectFromEnvd);
   return {
     exec: (req) =>
       guard(async () => {
@@ -185,26 +182,27 @@ export function processAndFileRpcs(
         return { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr), exitCode };
       }),
 
-    async *execStream(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      if (!req.cmd) throw invalid("cmd is required");
-      const events = envd.process.start(
-        {
-          process: {
-            cmd: req.cmd,
-            args: req.args,
-            envs: req.envs,
-            ...(req.cwd ? { cwd: req.cwd } : {}),
+    execStream: (req) =>
+      stream(async function* () {
+        const envd = m.envd(requireId(req.sandboxId));
+        if (!req.cmd) throw invalid("cmd is required");
+        const events = envd.process.start(
+          {
+            process: {
+              cmd: req.cmd,
+              args: req.args,
+              envs: req.envs,
+              ...(req.cwd ? { cwd: req.cwd } : {}),
+            },
+            stdin: req.stdin,
           },
-          stdin: req.stdin,
-        },
-        {
-          ...asUser(req.user),
-          ...(req.noTimeout ? {} : { timeoutMs: execTimeoutMs(req.timeoutSec) }),
-        },
-      );
-      yield* execEvents(events, () => m.touch(req.sandboxId));
-    },
+          {
+            ...asUser(req.user),
+            ...(req.noTimeout ? {} : { timeoutMs: execTimeoutMs(req.timeoutSec) }),
+          },
+        );
+        yield* execEvents(events, () => m.touch(req.sandboxId));
+      }),
 
     startProcess: (req) =>
       guard(async () => {
@@ -266,13 +264,14 @@ export function processAndFileRpcs(
         return {};
       }),
 
-    async *connectProcess(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      const events = envd.process.connect({
-        process: byPid(req.pid),
-      });
-      yield* execEvents(events, () => m.touch(req.sandboxId));
-    },
+    connectProcess: (req) =>
+      stream(async function* () {
+        const envd = m.envd(requireId(req.sandboxId));
+        const events = envd.process.connect({
+          process: byPid(req.pid),
+        });
+        yield* execEvents(events, () => m.touch(req.sandboxId));
+      }),
 
     sendProcessInput: (req) =>
       guard(async () => {
@@ -292,31 +291,33 @@ export function processAndFileRpcs(
         return {};
       }),
 
-    async *startPty(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      const events = envd.process.start(
-        {
-          process: {
-            cmd: req.cmd || "/bin/bash",
-            args: req.cmd ? req.args : ["-i", "-l"],
-            envs: { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...req.envs },
-            ...(req.cwd ? { cwd: req.cwd } : {}),
+    startPty: (req) =>
+      stream(async function* () {
+        const envd = m.envd(requireId(req.sandboxId));
+        const events = envd.process.start(
+          {
+            process: {
+              cmd: req.cmd || "/bin/bash",
+              args: req.cmd ? req.args : ["-i", "-l"],
+              envs: { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...req.envs },
+              ...(req.cwd ? { cwd: req.cwd } : {}),
+            },
+            pty: { size: { cols: req.cols || 80, rows: req.rows || 24 } },
+            ...(req.tag ? { tag: req.tag } : {}),
           },
-          pty: { size: { cols: req.cols || 80, rows: req.rows || 24 } },
-          ...(req.tag ? { tag: req.tag } : {}),
-        },
-        asUser(req.user),
-      );
-      yield* ptyEvents(events, () => m.touch(req.sandboxId));
-    },
+          asUser(req.user),
+        );
+        yield* ptyEvents(events, () => m.touch(req.sandboxId));
+      }),
 
-    async *connectPty(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      const events = envd.process.connect({
-        process: byPid(req.pid),
-      });
-      yield* ptyEvents(events, () => m.touch(req.sandboxId));
-    },
+    connectPty: (req) =>
+      stream(async function* () {
+        const envd = m.envd(requireId(req.sandboxId));
+        const events = envd.process.connect({
+          process: byPid(req.pid),
+        });
+        yield* ptyEvents(events, () => m.touch(req.sandboxId));
+      }),
 
     resizePty: (req) =>
       guard(async () => {

@@ -2,11 +2,12 @@ import { PassThrough, type Readable } from "node:stream";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { HostAgentService, MetricPointSchema } from "@nestbox/proto/hostagent";
-import { invalid, toConnect } from "./manager/errors.js";
+import { invalid } from "./manager/errors.js";
 import type { SandboxManager } from "./manager/manager.js";
 import { isMetricRange, type MetricPoint } from "./manager/metrics.js";
 import type { SandboxRecord } from "./manager/store.js";
 import { slotAddresses } from "./network/netns.js";
+import { guard, guardStream } from "./rpc-errors.js";
 import { processAndFileRpcs } from "./service-processes.js";
 
 /** The envd protocol version our guest image carries (see packages/envd/src/version.ts). */
@@ -51,15 +52,6 @@ function requirePath(p: string): string {
   return p;
 }
 
-/** Runs `fn`, turning every failure into a ConnectError with a fitting code. */
-async function guard<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toConnect(err);
-  }
-}
-
 export function createHostAgentService(
   m: SandboxManager,
   opts: { onTerminate: () => void },
@@ -80,7 +72,7 @@ export function createHostAgentService(
           defaultUser: req.defaultUser,
           defaultWorkdir: req.defaultWorkdir,
           ...(req.allowInternetAccess !== undefined
-            ? { allowInternet: req.allowInternetAccess }
+            ? { allowInternetAccess: req.allowInternetAccess }
             : {}),
           envdAccessToken: req.envdAccessToken,
         });
@@ -94,8 +86,16 @@ export function createHostAgentService(
         };
       }),
 
-    destroySandbox: (req) => guard(async () => (await m.destroy(requireId(req.sandboxId)), {})),
-    pauseSandbox: (req) => guard(async () => (await m.pause(requireId(req.sandboxId)), {})),
+    destroySandbox: (req) =>
+      guard(async () => {
+        await m.destroy(requireId(req.sandboxId));
+        return {};
+      }),
+    pauseSandbox: (req) =>
+      guard(async () => {
+        await m.pause(requireId(req.sandboxId));
+        return {};
+      }),
     resumeSandbox: (req) =>
       guard(async () => {
         const rec = await m.resume(requireId(req.sandboxId), req.timeoutSec);
@@ -169,25 +169,21 @@ export function createHostAgentService(
         return {};
       }),
 
-    async *readFileStream(req) {
-      const envd = m.envd(requireId(req.sandboxId));
-      let stream: Readable;
-      try {
-        stream = await envd.readFile(requirePath(req.path));
-      } catch (err) {
-        throw toConnect(err);
-      }
-      let pending: Buffer = Buffer.alloc(0);
-      for await (const c of stream) {
-        pending = pending.length ? Buffer.concat([pending, c as Buffer]) : (c as Buffer);
-        while (pending.length >= FILE_CHUNK) {
-          yield { chunk: pending.subarray(0, FILE_CHUNK) };
-          pending = pending.subarray(FILE_CHUNK);
+    readFileStream: (req) =>
+      guardStream(async function* () {
+        const envd = m.envd(requireId(req.sandboxId));
+        const stream: Readable = await envd.readFile(requirePath(req.path));
+        let pending: Buffer = Buffer.alloc(0);
+        for await (const c of stream) {
+          pending = pending.length ? Buffer.concat([pending, c as Buffer]) : (c as Buffer);
+          while (pending.length >= FILE_CHUNK) {
+            yield { chunk: pending.subarray(0, FILE_CHUNK) };
+            pending = pending.subarray(FILE_CHUNK);
+          }
+          m.touch(req.sandboxId);
         }
-        m.touch(req.sandboxId);
-      }
-      if (pending.length > 0) yield { chunk: pending };
-    },
+        if (pending.length > 0) yield { chunk: pending };
+      }),
 
     createSnapshot: (req) =>
       guard(async () => {

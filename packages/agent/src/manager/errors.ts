@@ -1,22 +1,31 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import { RuntimeError } from "../runtime/runtime.js";
 
-const RUNTIME_CODES: Record<RuntimeError["code"], Code> = {
-  not_found: Code.NotFound,
-  failed_precondition: Code.FailedPrecondition,
-  invalid_argument: Code.InvalidArgument,
-  resource_exhausted: Code.ResourceExhausted,
-  unavailable: Code.Unavailable,
-  internal: Code.Internal,
-};
+/**
+ * What went wrong, for a machine: the runtime's codes plus the manager's own. Only the RPC face
+ * (`src/rpc-errors.ts`) turns a code into a transport status; the manager knows no transport.
+ */
+export type AgentErrorCode = RuntimeError["code"] | "already_exists";
 
-/** Every error leaving the agent's RPC surface is a ConnectError with a fitting code. */
-export function toConnect(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return err;
-  if (err instanceof RuntimeError) return new ConnectError(err.message, RUNTIME_CODES[err.code]);
-  return new ConnectError(err instanceof Error ? err.message : String(err), Code.Internal);
+/** The manager's domain error: a stable code and a message for people. */
+export class AgentError extends Error {
+  override readonly name = "AgentError";
+
+  constructor(
+    readonly code: AgentErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
-export const notFound = (id: string) => new ConnectError(`sandbox ${id} not found`, Code.NotFound);
-export const invalid = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
-export const precondition = (msg: string) => new ConnectError(msg, Code.FailedPrecondition);
+/** A typed failure of the agent's own layers (manager or runtime), as opposed to anything else. */
+export function isDomainError(err: unknown): err is AgentError | RuntimeError {
+  return err instanceof AgentError || err instanceof RuntimeError;
+}
+
+export const notFound = (id: string) => new AgentError("not_found", `sandbox ${id} not found`);
+export const invalid = (msg: string) => new AgentError("invalid_argument", msg);
+export const precondition = (msg: string) => new AgentError("failed_precondition", msg);
+export const exhausted = (msg: string) => new AgentError("resource_exhausted", msg);
+export const alreadyExists = (msg: string) => new AgentError("already_exists", msg);

@@ -21,7 +21,7 @@ export interface SandboxRecord {
   metadata: Record<string, string>;
   defaultUser: string;
   defaultWorkdir: string;
-  allowInternet: boolean;
+  allowInternetAccess: boolean;
   envdAccessToken: string;
   createdAtMs: number;
   lastActiveAtMs: number;
@@ -71,8 +71,15 @@ export class RecordStore {
       if (!name.endsWith(".json")) continue;
       const id = name.slice(0, -5);
       try {
-        const rec = JSON.parse(readFileSync(path.join(this.dir, name), "utf8")) as SandboxRecord;
+        const rec = JSON.parse(readFileSync(path.join(this.dir, name), "utf8")) as SandboxRecord & {
+          allowInternet?: boolean;
+        };
         if (rec.id !== id) throw new Error("id mismatch");
+        // Records written before the field took the proto's name.
+        if (rec.allowInternetAccess === undefined) {
+          rec.allowInternetAccess = rec.allowInternet ?? true;
+          delete rec.allowInternet;
+        }
         records.push(rec);
       } catch (err) {
         // A torn or foreign file: the caller removes whatever belongs to this id.

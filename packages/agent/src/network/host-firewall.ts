@@ -62,7 +62,3 @@ export async function ensureHostFirewall(
   await run(["nft", "-f", "-"], hostRuleset(opts.prefix));
   if (opts.forwarding ?? true) await run(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
 }
-
-export async function removeHostFirewall(): Promise<void> {
-  await run(["nft", "-f", "-"], `add table inet ${HOST_TABLE}\ndelete table inet ${HOST_TABLE}\n`);
-}

@@ -33,7 +33,7 @@ export interface SandboxNetworkOptions {
    * Let the sandbox open connections to public addresses (`allow_internet_access`). Default
    * true. The host, other sandboxes and private ranges are unreachable either way.
    */
-  allowInternet?: boolean;
+  allowInternetAccess?: boolean;
   /**
    * Where the guest address lives: "tap" (default) behind a TAP device for a VM; "local" on the
    * namespace's loopback, for runtimes whose envd runs in the namespace itself.
@@ -148,9 +148,9 @@ export const BLOCKED_DESTINATIONS = [
  * addresses. Both the forward path (a VM behind the TAP) and the output path (a namespace
  * runtime's processes) are covered.
  */
-function nftRuleset(net: SandboxNetwork, allowInternet: boolean): string {
+function nftRuleset(net: SandboxNetwork, allowInternetAccess: boolean): string {
   const blocked = `{ ${BLOCKED_DESTINATIONS.join(", ")} }`;
-  const egress = allowInternet ? "accept" : "drop";
+  const egress = allowInternetAccess ? "accept" : "drop";
   return `${[
     "table ip nestbox {",
     "  chain prerouting {",
@@ -242,7 +242,7 @@ export async function createSandboxNetwork(opts: SandboxNetworkOptions): Promise
     await run(
       "nftables",
       netnsExec(ns, ["/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward && exec nft -f -"]),
-      nftRuleset(net, opts.allowInternet ?? true),
+      nftRuleset(net, opts.allowInternetAccess ?? true),
     );
   } catch (error) {
     await destroySandboxNetwork(net).catch(() => undefined);
