@@ -8,7 +8,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type CliIo, createClientCommands } from "../../packages/sdk/src/cli/client-commands.js";
+import { type CliIo, createClientCommands } from "../../packages/sdk/src/cli/index.js";
 import { NestboxApiError, NestboxClient } from "../../packages/sdk/src/client/index.js";
 import { type RunningServer, startServer } from "../../packages/server/src/main.js";
 
@@ -90,7 +90,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", path.join(repoRoot, "packages/sdk/src/cli/main.ts"), ...args],
+      ["--import", "tsx", path.join(repoRoot, "packages/cli/src/main.ts"), ...args],
       { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
     );
     let stdout = "";

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const sdkCli = path.join(repoRoot, "packages/sdk/dist/cli/main.js");
+export const nestboxCli = path.join(repoRoot, "packages/cli/dist/main.js");
 
 export interface CliResult {
   code: number | null;
@@ -33,7 +33,7 @@ export interface CliOptions {
 export function runCli(args: string[], o: CliOptions = {}): Promise<CliResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [sdkCli, ...args], {
+    const child = spawn(process.execPath, [nestboxCli, ...args], {
       env: { ...process.env, ...o.env },
       cwd: o.cwd,
       stdio: ["pipe", "pipe", "pipe"],

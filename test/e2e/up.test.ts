@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { shareBaseTemplate } from "../agent/agent-harness.js";
-import { freePort, runCli, sdkCli, until } from "./cli-process.js";
+import { freePort, nestboxCli, runCli, until } from "./cli-process.js";
 
 /** This suite's agent instance and network slots: no collision with the other suites. */
 const INSTANCE = "u";
@@ -30,7 +30,7 @@ function startUp(dataDir: string, apiPort: number, agentPort: number): UpRun {
   const child = spawn(
     process.execPath,
     [
-      sdkCli,
+      nestboxCli,
       "up",
       "--runtime",
       "namespace",
@@ -214,7 +214,7 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
         "--regid=65534",
         "--clear-groups",
         process.execPath,
-        sdkCli,
+        nestboxCli,
         "up",
         "--skip-image",
         "--data-dir",

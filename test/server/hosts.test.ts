@@ -675,7 +675,7 @@ function freePort(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // A real agent process.
 
-const sdkCli = path.join(repoRoot, "packages/sdk/dist/cli/main.js");
+const nestboxCli = path.join(repoRoot, "packages/cli/dist/main.js");
 
 interface AgentRun {
   child: ChildProcess;
@@ -684,7 +684,7 @@ interface AgentRun {
 }
 
 async function startAgentProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<AgentRun> {
-  const child = spawn(process.execPath, [sdkCli, "agent", ...args], {
+  const child = spawn(process.execPath, [nestboxCli, "agent", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
   });
@@ -810,7 +810,7 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
 
 function spawnAndWait(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [sdkCli, "agent", ...args], {
+    const child = spawn(process.execPath, [nestboxCli, "agent", ...args], {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, NESTBOX_REGISTRATION_TOKEN: "" },
     });

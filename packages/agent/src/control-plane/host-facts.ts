@@ -1,5 +1,6 @@
-import { readFileSync, statfsSync } from "node:fs";
+import { statfsSync } from "node:fs";
 import { availableParallelism, machine, totalmem } from "node:os";
+import { NESTBOX_VERSION } from "@nestbox/proto/version";
 import type { HostFacts } from "./api.js";
 
 /**
@@ -30,15 +31,7 @@ export function hostFacts(opts: {
   };
 }
 
-let version: string | undefined;
-
-/** This package's version (dist/control-plane/ → package.json two levels up). */
+/** The Nestbox version this agent registers with (the one source, in @nestbox/proto). */
 export function agentVersion(): string {
-  if (version === undefined) {
-    const pkg = JSON.parse(
-      readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
-    ) as { version?: unknown };
-    version = typeof pkg.version === "string" ? pkg.version : "0.0.0";
-  }
-  return version;
+  return NESTBOX_VERSION;
 }

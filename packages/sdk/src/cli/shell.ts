@@ -1,5 +1,5 @@
 import type { NestboxClient } from "../client/index.js";
-import type { CliIo } from "./client-commands.js";
+import type { CliIo } from "./io.js";
 
 export interface ShellOptions {
   cmd?: string;

@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { NESTBOX_VERSION } from "@nestbox/proto/version";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, badRequest } from "../errors.js";
 import type { AppDeps, AppEnv } from "./context.js";
 
-export const API_VERSION = "0.1.0";
+export const API_VERSION = NESTBOX_VERSION;
 
 /**
  * A router whose request validation failures become our 400 body naming the first bad field,

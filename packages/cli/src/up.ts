@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { UsageError } from "@nestbox/sdk/cli";
 
 export const UP_USAGE = `Usage: nestbox up [options]
 
@@ -86,7 +87,7 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
     },
     strict: true,
   });
-  const usage = (message: string) => Object.assign(new Error(message), { name: "UsageError" });
+  const usage = (message: string) => new UsageError(message);
   if (values.runtime !== "qemu" && values.runtime !== "namespace")
     throw usage(`--runtime must be qemu or namespace, got ${values.runtime}`);
   const instance = values["agent-instance"];

@@ -1,20 +1,16 @@
 #!/usr/bin/env node
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { clientCommands } from "./client-commands.js";
+import { NESTBOX_VERSION } from "@nestbox/proto/version";
+import { type Command, clientCommands, HELP_FLAGS, UsageError } from "@nestbox/sdk/cli";
+import { runAgent, runEnvd, runImageBuild, runMigrate, runServer } from "./daemons.js";
 import { runUp, UP_USAGE } from "./up.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
+/** The `nestbox` command line: the daemons, `up`, `image`, and the SDK's client commands. */
 
-interface Command {
-  summary: string;
-  usage: string;
-  run(args: string[]): Promise<number>;
-}
+// src/ or dist/ of packages/cli: the checkout's root is three levels up.
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-const HELP_FLAGS = new Set(["-h", "--help"]);
 /** Commands that print their own detailed --help. */
 const DAEMONS_WITH_OWN_HELP = new Set([
   "envd",
@@ -25,77 +21,26 @@ const DAEMONS_WITH_OWN_HELP = new Set([
   "template",
 ]);
 
-/** Runs a child with our stdio and forwards Ctrl-C/SIGTERM, resolving to its exit code. */
-function runChild(
-  file: string,
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: "inherit", env });
-    const forward = (sig: NodeJS.Signals) => child.kill(sig);
-    process.on("SIGINT", forward);
-    process.on("SIGTERM", forward);
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      process.off("SIGINT", forward);
-      process.off("SIGTERM", forward);
-      resolve(code ?? (signal ? 128 + 1 : 1));
-    });
-  });
-}
-
-async function runEnvd(args: string[]): Promise<number> {
-  // The envd package is the daemon; the CLI only starts it, so it is imported lazily.
-  const envd = (await import("@nestbox/envd")) as { main(argv: string[]): Promise<void> };
-  await envd.main(args);
-  return 0;
-}
-
-async function runAgent(args: string[]): Promise<number> {
-  const agent = (await import("@nestbox/agent/main")) as { main(argv: string[]): Promise<void> };
-  await agent.main(args);
-  return 0;
-}
-
-async function runImageBuild(args: string[]): Promise<number> {
-  const script = path.join(repoRoot, "images/build.sh");
-  if (!existsSync(script)) throw new CliError("images/build.sh is missing from this checkout");
-  // Re-bundle envd first (well under a second) so the image never carries a stale envd.
-  const bundled = await runChild(process.execPath, [
-    path.join(repoRoot, "packages/envd/scripts/bundle.mjs"),
-  ]);
-  if (bundled !== 0) return bundled;
-  return runChild("bash", [script, ...args]);
-}
-
 const commands: Record<string, Command> = {
   up: {
     summary: "all-in-one: control plane, embedded database and a local host agent (needs root)",
     usage: UP_USAGE,
     run: (args) =>
-      runUp(args, { repoRoot, cliPath: fileURLToPath(import.meta.url), runImageBuild }),
+      runUp(args, {
+        repoRoot,
+        cliPath: fileURLToPath(import.meta.url),
+        runImageBuild: (a) => runImageBuild(repoRoot, a),
+      }),
   },
   server: {
     summary: "run the control plane (REST API, database, scheduling; no root needed)",
     usage: "Usage: nestbox server [options]   (see nestbox server --help)",
-    async run(args) {
-      const server = (await import("@nestbox/server/main")) as {
-        main(argv: string[]): Promise<void>;
-      };
-      await server.main(args);
-      return 0;
-    },
+    run: runServer,
   },
   migrate: {
     summary: "apply database migrations (also done by the server at start)",
     usage: "Usage: nestbox migrate [options]   (see nestbox migrate --help)",
-    async run(args) {
-      const m = (await import("@nestbox/server/db/cli-migrate")) as {
-        runMigrate(argv: string[]): Promise<number>;
-      };
-      return m.runMigrate(args);
-    },
+    run: runMigrate,
   },
   agent: {
     summary: "run the host agent (sandboxes of this host; needs root)",
@@ -116,8 +61,8 @@ inputs: a second run is a no-op that says so. Needs root (debootstrap, chroot).`
     async run(args) {
       const [sub, ...rest] = args;
       if (sub !== "build")
-        throw new CliError(`unknown image command: ${sub ?? "(none)"}; try: nestbox image build`);
-      return runImageBuild(rest);
+        throw new UsageError(`unknown image command: ${sub ?? "(none)"}; try: nestbox image build`);
+      return runImageBuild(repoRoot, rest);
     },
   },
   ...clientCommands,
@@ -125,7 +70,7 @@ inputs: a second run is a no-op that says so. Needs root (debootstrap, chroot).`
     summary: "print the Nestbox version",
     usage: "Usage: nestbox version",
     async run() {
-      process.stdout.write("nestbox 0.1.0\n");
+      process.stdout.write(`nestbox ${NESTBOX_VERSION}\n`);
       return 0;
     },
   },
@@ -149,11 +94,10 @@ Run 'nestbox <command> --help' for a command's options.
 `;
 }
 
-class CliError extends Error {
-  override name = "CliError";
-}
-
-/** A daemon's own bad-usage error (envd's UsageError, node:util parseArgs errors): exit 2. */
+/**
+ * Bad usage, ours or a daemon's (envd's own UsageError, node:util parseArgs errors): exit 2.
+ * Matched by name, not class: a daemon's error class is not ours.
+ */
 function isUsageError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as NodeJS.ErrnoException).code;
@@ -169,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     return name ? 0 : 2;
   }
   const cmd = commands[name];
-  if (!cmd) throw new CliError(`unknown command '${name}'`);
+  if (!cmd) throw new UsageError(`unknown command '${name}'`);
   // The daemons have their own detailed --help.
   if (!DAEMONS_WITH_OWN_HELP.has(name) && rest.some((a) => HELP_FLAGS.has(a))) {
     process.stdout.write(`${cmd.usage}\n`);
@@ -189,7 +133,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`nestbox: ${message}\n`);
-    const usage = err instanceof CliError || isUsageError(err);
+    const usage = isUsageError(err);
     if (usage)
       process.stderr.write("Run 'nestbox --help' (or 'nestbox <command> --help') for usage.\n");
     process.exit(usage ? 2 : 1);
