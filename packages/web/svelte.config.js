@@ -5,7 +5,12 @@ export default {
   kit: {
     // SPA: every page renders in the browser; the control plane answers unknown paths with
     // index.html. precompress writes .br/.gz twins the server sends as they are.
-    adapter: adapter({ pages: "build", assets: "build", fallback: "index.html", precompress: true }),
+    adapter: adapter({
+      pages: "build",
+      assets: "build",
+      fallback: "index.html",
+      precompress: true,
+    }),
     alias: { $api: "../sdk/src/client/api-types.ts" },
   },
 };

@@ -34,7 +34,8 @@ describe("dashboard serving", () => {
   test("API, docs and health paths keep their own answers", async () => {
     const missing = await get("/v1/no-such-route");
     assert.equal(missing.status, 404);
-    assert.equal((await missing.json()).error.code, "not_found");
+    const body = (await missing.json()) as { error: { code: string } };
+    assert.equal(body.error.code, "not_found");
     assert.equal((await get("/health")).headers.get("content-type")?.includes("json"), true);
     assert.equal((await get("/openapi.json")).status, 200);
     const docs = await get("/docs");
@@ -81,7 +82,11 @@ describe("dashboard serving", () => {
   });
 
   test("no path leaves the build directory", async () => {
-    for (const p of ["/..%2f..%2fpackage.json", "/%2e%2e/%2e%2e/package.json", "/_app/..%5c..%5cpackage.json"]) {
+    for (const p of [
+      "/..%2f..%2fpackage.json",
+      "/%2e%2e/%2e%2e/package.json",
+      "/_app/..%5c..%5cpackage.json",
+    ]) {
       const res = await get(p);
       const text = await res.text();
       assert.doesNotMatch(text, /"workspaces"|"@nestbox\/web"/, p);

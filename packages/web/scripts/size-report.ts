@@ -71,7 +71,9 @@ for (const f of files) {
 }
 const kb = (n: number) => `${(n / 1024).toFixed(1)} KB`;
 console.log(`initial load of /${route.replace(/^\(app\)\//, "")}: ${files.size} JS/CSS files`);
-console.log(`  raw ${kb(raw)}  gzip ${kb(gz)}  brotli ${kb(br)}  (budget ${BUDGET_KB} KB compressed)`);
+console.log(
+  `  raw ${kb(raw)}  gzip ${kb(gz)}  brotli ${kb(br)}  (budget ${BUDGET_KB} KB compressed)`,
+);
 if (gz > BUDGET_KB * 1024) {
   console.error(`over budget: gzip ${kb(gz)} > ${BUDGET_KB} KB`);
   process.exit(1);

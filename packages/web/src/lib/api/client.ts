@@ -33,7 +33,12 @@ export function errorFrom(status: number, body: unknown, statusText = ""): ApiEr
   const e = (body as { error?: { code?: unknown; message?: unknown; field?: unknown } } | null)
     ?.error;
   if (e && typeof e.code === "string" && typeof e.message === "string")
-    return new ApiError(status, e.code, e.message, typeof e.field === "string" ? e.field : undefined);
+    return new ApiError(
+      status,
+      e.code,
+      e.message,
+      typeof e.field === "string" ? e.field : undefined,
+    );
   return new ApiError(status, `http_${status}`, `request failed: ${status} ${statusText}`.trim());
 }
 

@@ -25,6 +25,8 @@ class Session {
   teams = $state<Team[]>([]);
   /** True once the first restore attempt has finished. */
   ready = $state(false);
+  /** Signed out on purpose: go to the plain login page, not back to where the user was. */
+  loggedOut = $state(false);
   private timer: ReturnType<typeof setTimeout> | undefined;
   private refreshing: Promise<boolean> | undefined;
 
@@ -33,6 +35,7 @@ class Session {
   }
 
   apply(body: AuthBody): void {
+    this.loggedOut = false;
     this.token = body.token;
     this.user = body.user;
     this.team = body.team;
@@ -105,6 +108,7 @@ class Session {
     // 404: a server without cookie sessions; forgetting the in-memory token is the logout.
     if (res && !res.ok && res.status !== 404 && res.status !== 401)
       console.warn("logout:", errorFrom(res.status, await res.json().catch(() => null)).message);
+    this.loggedOut = true;
     this.clear();
     await goto("/login");
   }
@@ -115,7 +119,9 @@ export const session = new Session();
 /** Where a signed-out visitor goes: the login page, then back here. */
 export function loginUrl(): string {
   const here = `${location.pathname}${location.search}`;
-  return here === "/" || here.startsWith("/login") ? "/login" : `/login?next=${encodeURIComponent(here)}`;
+  return here === "/" || here.startsWith("/login")
+    ? "/login"
+    : `/login?next=${encodeURIComponent(here)}`;
 }
 
 setAuthHooks({
