@@ -11,6 +11,12 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AxeBuilder } from "@axe-core/playwright";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
+import {
+  insertPendingSandbox,
+  transitionSandbox,
+} from "../../packages/server/src/db/queries/sandboxes.js";
+import { newId, newSandboxId } from "../../packages/server/src/ids.js";
 import { type RunningServer, startServer } from "../../packages/server/src/main.js";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -24,7 +30,7 @@ export interface WebStack {
   context: BrowserContext;
   page: Page;
   /** Saves the page as test-output/web/<name>.png (a reviewer sees what a user sees). */
-  screenshot(name: string): Promise<void>;
+  screenshot(name: string, opts?: { fullPage?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,8 +91,9 @@ export async function startWebStack(): Promise<WebStack> {
     server,
     context,
     page,
-    async screenshot(name) {
-      await page.screenshot({ path: path.join(outputDir, `${name}.png`), fullPage: true });
+    async screenshot(name, opts) {
+      const fullPage = opts?.fullPage ?? true;
+      await page.screenshot({ path: path.join(outputDir, `${name}.png`), fullPage });
     },
     async close() {
       await context.close().catch((err: unknown) => console.error(`browser: ${String(err)}`));
@@ -106,4 +113,44 @@ export async function seriousA11yViolations(page: Page): Promise<string[]> {
       (v) =>
         `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`,
     );
+}
+
+/**
+ * `n` running sandboxes of `teamId` straight in the database, on a registered-but-never-seen
+ * host (no agent runs here): enough for the list, its paging and its error paths. Returns
+ * their ids, newest last.
+ */
+export async function seedSandboxes(stack: WebStack, teamId: string, n: number): Promise<string[]> {
+  const db = stack.server.db;
+  const hostId = newId("host");
+  await insertPendingHost(db, {
+    id: hostId,
+    name: `web-test-${hostId.slice(-6)}`,
+    createdBy: null,
+    tokenId: newId("htok"),
+    tokenHash: randomBytes(16).toString("hex"),
+    tokenTtlSec: 600,
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = newSandboxId();
+    await insertPendingSandbox(db, {
+      id,
+      teamId,
+      hostId,
+      templateId: "tpl_base",
+      template: "base",
+      vcpus: 1,
+      memoryMb: 512,
+      diskSizeMb: 2048,
+      timeoutSec: 300,
+      allowInternetAccess: true,
+      envVars: {},
+      metadata: { seq: String(i) },
+      envdAccessToken: null,
+    });
+    await transitionSandbox(db, id, ["pending"], "running", { started: true });
+    ids.push(id);
+  }
+  return ids;
 }

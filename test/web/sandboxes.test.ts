@@ -1,0 +1,109 @@
+/**
+ * The sandboxes page with a team of 60 sandboxes (seeded in the database; no agent runs):
+ * cursor paging, search by id, status filter, an API error shown on the row action, and kill
+ * behind a confirm dialog.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  seedSandboxes,
+  seriousA11yViolations,
+  startWebStack,
+  type WebStack,
+} from "./browser-fixture.js";
+
+describe("sandboxes page", () => {
+  let stack: WebStack;
+  let ids: string[] = [];
+
+  before(async () => {
+    stack = await startWebStack();
+    const { page, url } = stack;
+    await page.goto(`${url}/signup`);
+    await page.getByLabel("Name").fill("Grace");
+    await page.getByLabel("E-mail").fill(`grace-${Date.now()}@example.com`);
+    await page.getByLabel("Password").fill("correct horse battery");
+    await page.getByRole("button", { name: "Sign up" }).click();
+    await page.waitForURL(`${url}/sandboxes`);
+    const teamId = await page.getByLabel("Team").inputValue();
+    ids = await seedSandboxes(stack, teamId, 60);
+  });
+  after(async () => {
+    await stack?.close();
+  });
+
+  const bodyRows = () => stack.page.locator("tbody tr");
+
+  test("lists a page of 50 and loads the rest by cursor", async () => {
+    const { page } = stack;
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.getByRole("button", { name: "Load more" }).waitFor();
+    assert.equal(await bodyRows().count(), 50);
+    // Newest first: the last seeded is on top.
+    assert.match((await bodyRows().first().textContent()) ?? "", new RegExp(ids[59] ?? "?"));
+    await page.getByRole("button", { name: "Load more" }).click();
+    // The button goes away with the last page; the rows arrive with it.
+    await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 60);
+    assert.equal(await page.getByRole("button", { name: "Load more" }).count(), 0);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+  });
+
+  test("search narrows to matching ids; the status filter asks the API", async () => {
+    const { page } = stack;
+    const id = ids[10] ?? "";
+    await page.getByLabel("Search by id").fill(id.slice(0, 12));
+    assert.equal(await bodyRows().count(), 1);
+    assert.match((await bodyRows().first().textContent()) ?? "", /seq=10/);
+    await page.getByLabel("Search by id").fill("");
+    await page.getByLabel("Status").selectOption({ label: "Paused" });
+    await page.getByRole("heading", { name: "No sandboxes with this status" }).waitFor();
+    await page.getByLabel("Status").selectOption({ label: "Running" });
+    await page.getByRole("button", { name: "Load more" }).waitFor();
+    assert.equal(await bodyRows().count(), 50);
+  });
+
+  test("a failing action shows the API's message; kill asks first", async () => {
+    const { page } = stack;
+    const id = ids[59] ?? "";
+    // The seeded host never connected: pausing needs it, so the API refuses.
+    await page.getByRole("button", { name: `Pause ${id}` }).click();
+    const alert = page.getByRole("alert").filter({ hasText: `pause ${id}` });
+    await alert.waitFor();
+    assert.ok(((await alert.textContent()) ?? "").length > `pause ${id}: `.length);
+
+    await page.getByRole("button", { name: `Kill ${id}` }).click();
+    const dialog = page.getByRole("dialog", { name: "Kill sandbox?" });
+    await dialog.waitFor();
+    assert.match((await dialog.textContent()) ?? "", new RegExp(id));
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await page.getByRole("button", { name: `Kill ${id}` }).count(), 1);
+
+    await page.getByRole("button", { name: `Kill ${id}` }).click();
+    await dialog.getByRole("button", { name: "Kill sandbox" }).click();
+    await page.getByRole("button", { name: `Kill ${id}` }).waitFor({ state: "detached" });
+    const row = await stack.server.db.query<{ status: string }>(
+      "SELECT status FROM sandboxes WHERE id = $1",
+      [id],
+    );
+    assert.equal(row[0]?.status, "stopped");
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const widths = await page.evaluate(() => {
+      const box = document.querySelector("table")?.parentElement;
+      return [box?.scrollWidth ?? 0, box?.clientWidth ?? -1];
+    });
+    assert.ok(widths[0] <= widths[1], `the table needs a horizontal scroll at 1280 px: ${widths}`);
+    await stack.screenshot("sandboxes-list", { fullPage: false });
+  });
+
+  test("the dark theme follows the system setting and stays readable", async () => {
+    const { page } = stack;
+    const light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.emulateMedia({ colorScheme: "dark" });
+    const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.notEqual(dark, light);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandboxes-dark", { fullPage: false });
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+});
