@@ -43,7 +43,8 @@ describe("sandboxes page", () => {
     assert.match((await bodyRows().first().textContent()) ?? "", new RegExp(ids[59] ?? "?"));
     await page.getByRole("button", { name: "Load more" }).click();
     // The button goes away with the last page; the rows arrive with it.
-    await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 60);
+    // Page-side code as strings: this tsconfig has no DOM types.
+    await page.waitForFunction('document.querySelectorAll("tbody tr").length === 60');
     assert.equal(await page.getByRole("button", { name: "Load more" }).count(), 0);
     assert.deepEqual(await seriousA11yViolations(page), []);
   });
@@ -87,20 +88,22 @@ describe("sandboxes page", () => {
       [id],
     );
     assert.equal(row[0]?.status, "stopped");
-    await page.evaluate(() => window.scrollTo(0, 0));
-    const widths = await page.evaluate(() => {
-      const box = document.querySelector("table")?.parentElement;
-      return [box?.scrollWidth ?? 0, box?.clientWidth ?? -1];
-    });
-    assert.ok(widths[0] <= widths[1], `the table needs a horizontal scroll at 1280 px: ${widths}`);
+    await page.evaluate("window.scrollTo(0, 0)");
+    const widths = await page.evaluate<number[]>(
+      '(() => { const b = document.querySelector("table").parentElement; return [b.scrollWidth, b.clientWidth]; })()',
+    );
+    assert.ok(
+      (widths[0] ?? 1) <= (widths[1] ?? 0),
+      `the table needs a horizontal scroll at 1280 px: ${widths}`,
+    );
     await stack.screenshot("sandboxes-list", { fullPage: false });
   });
 
   test("the dark theme follows the system setting and stays readable", async () => {
     const { page } = stack;
-    const light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const light = await page.evaluate<string>("getComputedStyle(document.body).backgroundColor");
     await page.emulateMedia({ colorScheme: "dark" });
-    const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const dark = await page.evaluate<string>("getComputedStyle(document.body).backgroundColor");
     assert.notEqual(dark, light);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandboxes-dark", { fullPage: false });
