@@ -128,6 +128,28 @@ describe("dashboard", () => {
     await stack.screenshot("login-next");
   });
 
+  test("a 401 that a refresh cannot cure sends the user to /login and back", async () => {
+    const { page, url } = stack;
+    // The session is signed in; the server now rejects its token (as after a revocation).
+    await page.route("**/v1/api-keys", (route) =>
+      route.fulfill({
+        status: 401,
+        contentType: "application/json",
+        body: JSON.stringify({ error: { code: "unauthorized", message: "token expired" } }),
+      }),
+    );
+    await page.getByRole("link", { name: "Sandboxes" }).click();
+    await page.waitForURL(`${url}/sandboxes`);
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.waitForURL(`${url}/login?next=%2Fkeys`);
+    await page.unroute("**/v1/api-keys");
+    await page.getByLabel("E-mail").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.waitForURL(`${url}/keys`);
+    await page.getByRole("heading", { name: "No API keys yet" }).waitFor();
+  });
+
   test("/docs lists the API's operations with no network beyond the control plane", async () => {
     const { page, url } = stack;
     await page.goto(`${url}/docs`);
