@@ -91,9 +91,15 @@ describe("dashboard", () => {
     await page.getByRole("button", { name: "I have copied it" }).click();
     await reveal.waitFor({ state: "detached" });
     // Away and back: the list shows the key's name and prefix, never the secret again.
-    await page.getByRole("link", { name: "Sandboxes" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
     await page.waitForURL(`${url}/sandboxes`);
-    await page.getByRole("link", { name: "API keys" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "API keys" })
+      .click();
     const row = page.getByRole("row", { name: /ci/ });
     await row.waitFor();
     assert.equal((await page.content()).includes(key), false, "the secret is shown again");
@@ -128,6 +134,67 @@ describe("dashboard", () => {
     await stack.screenshot("login-next");
   });
 
+  test("the team switcher moves the session to another team", async () => {
+    const { page, url } = stack;
+    const post = async (route: string, body: unknown, token?: string) => {
+      const res = await fetch(`${url}${route}`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+      assert.ok(res.ok, `${route}: ${res.status}`);
+      return (await res.json()) as { token: string; id: string };
+    };
+    const { token } = await post("/v1/auth/login", { email, password });
+    const research = await post("/v1/teams", { name: "Research" }, token);
+    // The switcher lists teams when the shell loads: log in again to see the new one.
+    await page.getByRole("button", { name: "Log out" }).click();
+    await page.waitForURL(`${url}/login`);
+    await page.getByLabel("E-mail").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.waitForURL(`${url}/`);
+    await page.getByLabel("Team").getByRole("option", { name: "Research (owner)" }).waitFor({
+      state: "attached",
+    });
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "API keys" })
+      .click();
+    await page.getByLabel("Team").selectOption(research.id);
+    await page.waitForFunction(
+      (id) =>
+        (
+          globalThis as { document?: { querySelector(s: string): { value: string } } }
+        ).document?.querySelector("#team-switcher").value === id,
+      research.id,
+    );
+    await page.getByLabel("New key name").fill("research-key");
+    await page.getByRole("button", { name: "Create key" }).click();
+    await page.getByTestId("key-reveal").waitFor();
+    const inResearch = await post("/v1/auth/switch-team", { team_id: research.id }, token);
+    const keys = (await (
+      await fetch(`${url}/v1/api-keys`, {
+        headers: { authorization: `Bearer ${inResearch.token}` },
+      })
+    ).json()) as { name: string }[];
+    assert.deepEqual(
+      keys.map((k) => k.name),
+      ["research-key"],
+    );
+    // Back in the first team, whose only key was revoked: the page shows that team's keys.
+    const first = await page
+      .getByLabel("Team")
+      .locator("option", { hasNotText: "Research" })
+      .getAttribute("value");
+    await page.getByLabel("Team").selectOption(first ?? "");
+    await page.getByRole("heading", { name: "No API keys yet" }).waitFor();
+    await stack.screenshot("team-switched");
+  });
+
   test("a 401 that a refresh cannot cure sends the user to /login and back", async () => {
     const { page, url } = stack;
     // The session is signed in; the server now rejects its token (as after a revocation).
@@ -138,9 +205,15 @@ describe("dashboard", () => {
         body: JSON.stringify({ error: { code: "unauthorized", message: "token expired" } }),
       }),
     );
-    await page.getByRole("link", { name: "Sandboxes" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
     await page.waitForURL(`${url}/sandboxes`);
-    await page.getByRole("link", { name: "API keys" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "API keys" })
+      .click();
     await page.waitForURL(`${url}/login?next=%2Fkeys`);
     await page.unroute("**/v1/api-keys");
     await page.getByLabel("E-mail").fill(email);

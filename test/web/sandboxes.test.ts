@@ -142,9 +142,15 @@ describe("sandboxes page", () => {
       });
     });
     await page.getByLabel("Status").selectOption({ label: "Active" });
-    await page.getByRole("link", { name: "API keys" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "API keys" })
+      .click();
     await page.waitForURL(`${url}/keys`);
-    await page.getByRole("link", { name: "Sandboxes" }).click();
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
     await row(paused).getByText("paused").waitFor();
     await row(gone).waitFor({ state: "detached" });
     await page.getByText("Live updates are not available").waitFor();
