@@ -49,6 +49,11 @@ describe("dashboard serving", () => {
     const api = await get("/sandboxes");
     assert.equal(api.status, 401);
     assert.match(api.headers.get("content-type") ?? "", /json/);
+    for (const p of ["/volumes", "/v3/templates", "/files?path=/x"]) {
+      const res = await get(p);
+      assert.match(res.headers.get("content-type") ?? "", /json/, p);
+      assert.equal(res.status, 404, p);
+    }
     // fetch() sets Sec-Fetch-Mode itself (a forbidden header): send it as a browser would.
     const nav = await new Promise<{ status?: number; type?: string }>((resolve, reject) => {
       const req = request(`${stack.url}/sandboxes`, {

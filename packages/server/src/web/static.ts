@@ -16,10 +16,24 @@ export function defaultWebDir(): string {
 /** Paths that always belong to an API: never answered with the dashboard. */
 const API_PREFIXES = ["/v1/", "/openapi.json", "/docs", "/health"];
 /**
- * The E2B face's top-level paths. A browser navigation there still gets the dashboard (the
- * dashboard's own /sandboxes pages share the names); any other request reaches the E2B routes.
+ * Top-level paths of the E2B API (and of envd, for requests the sandbox proxy did not claim),
+ * per shared/docs/e2b-compat.md. A browser navigation there still gets the dashboard (its own
+ * /sandboxes pages share the name); any other request reaches the E2B routes or their JSON 404.
  */
-const E2B_PREFIXES = ["/sandboxes", "/templates", "/v2/", "/v3/"];
+const E2B_PREFIXES = [
+  "/sandboxes",
+  "/templates",
+  "/snapshots",
+  "/volumes",
+  "/secrets",
+  "/teams",
+  "/v2/",
+  "/v3/",
+  "/files",
+  "/init",
+  "/execute",
+  "/contexts",
+];
 
 const startsWithAny = (p: string, prefixes: readonly string[]) =>
   prefixes.some((x) => p === x.replace(/\/$/, "") || p.startsWith(x.endsWith("/") ? x : `${x}/`));
