@@ -15,14 +15,16 @@ import {
 describe("sandboxes page", () => {
   let stack: WebStack;
   let ids: string[] = [];
+  const email = `grace-${Date.now()}@example.com`;
+  const password = "correct horse battery";
 
   before(async () => {
     stack = await startWebStack();
     const { page, url } = stack;
     await page.goto(`${url}/signup`);
     await page.getByLabel("Name").fill("Grace");
-    await page.getByLabel("E-mail").fill(`grace-${Date.now()}@example.com`);
-    await page.getByLabel("Password").fill("correct horse battery");
+    await page.getByLabel("E-mail").fill(email);
+    await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign up" }).click();
     await page.waitForURL(`${url}/sandboxes`);
     const teamId = await page.getByLabel("Team").inputValue();
@@ -155,6 +157,39 @@ describe("sandboxes page", () => {
     await row(gone).waitFor({ state: "detached" });
     await page.getByText("Live updates are not available").waitFor();
     await page.unroute("**/v1/events");
+  });
+
+  test("keyboard: a skip link first, and every focused control shows an outline", async () => {
+    const { page, url } = stack;
+    await page.goto(`${url}/sandboxes`);
+    // A reload ends this in-memory session where the server has no refresh cookie yet.
+    const refresh = page.getByRole("button", { name: "Refresh" });
+    const login = page.getByRole("heading", { name: "Log in to Nestbox" });
+    await refresh.or(login).waitFor();
+    if (await login.isVisible()) {
+      await page.getByLabel("E-mail").fill(email);
+      await page.getByLabel("Password").fill(password);
+      await page.getByRole("button", { name: "Log in" }).click();
+      await page.waitForURL(`${url}/sandboxes`);
+    }
+    await page.getByRole("button", { name: "Refresh" }).waitFor();
+    await page.keyboard.press("Tab");
+    const skip = page.getByRole("link", { name: "Skip to content" });
+    assert.equal(await skip.evaluate((el) => el === el.ownerDocument.activeElement), true);
+    const outlines: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      await page.keyboard.press("Tab");
+      outlines.push(
+        await page.evaluate<string>(
+          '(() => { const e = document.activeElement; const s = getComputedStyle(e); return e.tagName + ":" + s.outlineStyle; })()',
+        ),
+      );
+    }
+    assert.deepEqual(
+      outlines.filter((o) => o.endsWith(":none")),
+      [],
+      `focused without an outline: ${outlines}`,
+    );
   });
 
   test("the dark theme follows the system setting and stays readable", async () => {
