@@ -35,6 +35,8 @@ if [ -f images/deps.txt ]; then
     [ -n "$p" ] && debs+=("$p")
   done < images/deps.txt
 fi
+# Test-only: the browser the dashboard tests drive (playwright-core downloads no browser).
+[ "$WITH_TEST" = 1 ] && debs+=(chromium)
 node_ok=1
 find_node >/dev/null || node_ok=0
 [ "$node_ok" = 1 ] || debs+=(nodejs npm)

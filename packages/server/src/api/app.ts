@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { NESTBOX_VERSION } from "@nestbox/proto/version";
 import { HTTPException } from "hono/http-exception";
 import { ApiError, badRequest } from "../errors.js";
+import { mountDocs } from "../web/docs.js";
+import { mountWeb } from "../web/static.js";
 import type { AppDeps, AppEnv } from "./context.js";
 
 export const API_VERSION = NESTBOX_VERSION;
@@ -65,6 +66,8 @@ export function buildApp(deps: AppDeps, modules: readonly RouteModule[]): OpenAP
     openapi: "3.1.0",
     info: { title: "Nestbox API", version: API_VERSION },
   });
-  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+  mountDocs(app);
+  // Last: the dashboard answers only what no API route (nor the E2B face after it) claims.
+  mountWeb(app);
   return app;
 }
