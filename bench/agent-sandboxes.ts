@@ -62,7 +62,10 @@ async function bareClones(
     const t = ms(t0);
     return {
       t,
-      stop: async () => (await runtime.stop(spec, state), await destroySandboxNetwork(net)),
+      stop: async () => {
+        await runtime.stop(spec, state);
+        await destroySandboxNetwork(net);
+      },
     };
   };
   const started = process.hrtime.bigint();

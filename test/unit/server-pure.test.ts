@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { agentError } from "@nestbox/server/api/routes/commands";
-import { ApiError } from "@nestbox/server/errors";
-import { type HostCandidate, orderHosts } from "@nestbox/server/hosts/scheduler";
-import { agentFailure } from "@nestbox/server/services/sandboxes";
+import { agentError } from "../../packages/server/src/api/routes/commands.js";
+import { ApiError } from "../../packages/server/src/errors.js";
+import { type HostCandidate, orderHosts } from "../../packages/server/src/hosts/scheduler.js";
+import { agentFailure } from "../../packages/server/src/services/sandboxes.js";
 
 const host = (id: string, o: Partial<HostCandidate> = {}): HostCandidate => ({
   id,

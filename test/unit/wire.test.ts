@@ -5,17 +5,17 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import {
-  parseSignedFilesRequest,
-  fileSignature as serverFileSignature,
-  signedWith,
-} from "@nestbox/server/proxy/signature";
 import { fileSignature, newSandboxId, SANDBOX_ID_RE, TEMPLATE_NAME_RE } from "@nestbox/wire";
 import {
   checkFileAccess,
   fileSignature as envdFileSignature,
 } from "../../packages/envd/src/auth.js";
 import { EnvdState } from "../../packages/envd/src/state.js";
+import {
+  parseSignedFilesRequest,
+  fileSignature as serverFileSignature,
+  signedWith,
+} from "../../packages/server/src/proxy/signature.js";
 
 /** The format from E2B's docs, built independently of the code under test. */
 const expected = (text: string) =>

@@ -1,10 +1,10 @@
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
+import type { Logger } from "../log.js";
 import { destroySandboxNetwork, type SandboxNetwork, slotAddresses } from "../network/netns.js";
 import type { Runtime, SandboxSpec } from "../runtime/runtime.js";
 import { KeyedLock } from "./lock.js";
 import type { MetricRings } from "./metrics.js";
-import type { Logger } from "../log.js";
 import { RecordStore, type SandboxRecord } from "./store.js";
 
 /**
