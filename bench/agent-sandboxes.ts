@@ -17,7 +17,7 @@ import {
 } from "../packages/agent/src/network/netns.js";
 import { QemuRuntime } from "../packages/agent/src/runtime/qemu/runtime.js";
 import type { SandboxSpec } from "../packages/agent/src/runtime/runtime.js";
-import { type AgentProcess, startAgent } from "../test/agent/agent-harness.js";
+import { type AgentProcess, startAgent } from "../test/agent/support/agent-harness.js";
 import { MiB, msSince as ms, printTable, quantile, round, writeResult } from "./lib.js";
 
 const { values } = parseArgs({

@@ -22,7 +22,7 @@ import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Db } from "@nestbox/server/db/db";
-import { type Stack, startStack } from "../test/e2e/control-plane-harness.js";
+import { type Stack, startStack } from "../test/e2e/support/control-plane-harness.js";
 import {
   cpuSeconds,
   MiB,

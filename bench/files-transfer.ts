@@ -10,7 +10,7 @@ import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parseArgs } from "node:util";
-import { sdkSandbox, startEnvd } from "../test/envd/harness.js";
+import { sdkSandbox, startEnvd } from "../test/envd/support/harness.js";
 import { MiB, printTable, rssBytes, sampleRss, writeResult } from "./lib.js";
 
 const { values } = parseArgs({ options: { "size-mib": { type: "string", default: "1024" } } });

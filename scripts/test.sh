@@ -8,7 +8,8 @@ usage() {
   cat <<USAGE
 Usage: ./nestbox test [--skip-image] [test files...]
 
-Runs lint (biome), checks that generated protobuf code is up to date, typechecks, builds the
+Runs lint (biome), checks that generated protobuf code is up to date, typechecks (and the
+dashboard with svelte-check), checks server layering, runs the unit tests, builds the
 guest image (cached), then runs the tests (default: every test/**/*.test.ts).
   --skip-image   do not build the guest image (tests that boot it will fail)
 USAGE
@@ -42,6 +43,10 @@ fi
 
 step "typecheck"
 npm run --silent typecheck
+npm run --silent check -w @nestbox/web >&2
+
+step "server layering (no import circles, no arrow back up)"
+node --import tsx scripts/check-server-imports.ts
 
 step "generated API types are up to date (OpenAPI from the server's route schemas)"
 node --import tsx scripts/gen-openapi-types.ts --check
@@ -52,6 +57,9 @@ if [ "$SKIP_IMAGE" = 0 ]; then
 fi
 
 if [ "${#files[@]}" -eq 0 ]; then
+  # Pure unit tests first: seconds, and a failure there stops the run before any VM boots.
+  step "unit tests (test/unit)"
+  node --import tsx --test --test-reporter=dot test/unit/*.test.ts >&2
   mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
 fi
 step "running ${#files[@]} test files"

@@ -1,5 +1,5 @@
-import { runtimeConformance } from "./runtime-conformance.js";
-import { warmPoolConformance } from "./warm-pool-suite.js";
+import { runtimeConformance } from "./support/runtime-conformance.js";
+import { warmPoolConformance } from "./support/warm-pool-suite.js";
 
 runtimeConformance({
   runtime: "namespace",

@@ -363,7 +363,7 @@ describe("namespace runtime", { timeout: 300_000 }, () => {
       [
         "--import",
         "tsx",
-        join(import.meta.dirname, "namespace-start-helper.ts"),
+        join(import.meta.dirname, "support", "namespace-start-helper.ts"),
         JSON.stringify({ nestboxDir: NESTBOX_DIR, cgroupParent: CGROUP_PARENT, pidsMax: PIDS_MAX }),
         JSON.stringify(spec),
       ],

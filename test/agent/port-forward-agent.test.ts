@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type AgentProcess, startAgent } from "./agent-harness.js";
+import { type AgentProcess, startAgent } from "./support/agent-harness.js";
 
 const DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 

@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type CliOptions, type CliResult, runCli } from "./cli-process.js";
-import { type Stack, startStack } from "./control-plane-harness.js";
+import { type CliOptions, type CliResult, runCli } from "./support/cli-process.js";
+import { type Stack, startStack } from "./support/control-plane-harness.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 

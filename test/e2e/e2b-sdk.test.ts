@@ -14,8 +14,8 @@ import { after, before, describe } from "node:test";
 import * as e2b from "e2b";
 import * as e2bV24 from "e2b-v24";
 import { Agent, buildConnector, setGlobalDispatcher } from "undici";
-import { type Stack, startStack } from "./control-plane-harness.js";
-import { e2bSdkCases, type SdkModule, type SuiteTarget } from "./e2b-sdk-suite.js";
+import { type Stack, startStack } from "./support/control-plane-harness.js";
+import { e2bSdkCases, type SdkModule, type SuiteTarget } from "./support/e2b-sdk-suite.js";
 
 /**
  * Stands in for wildcard DNS and a TLS-terminating front for SDKs older than 2.7, which have no

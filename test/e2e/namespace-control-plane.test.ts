@@ -1,3 +1,3 @@
-import { controlPlaneSuite } from "./control-plane-suite.js";
+import { controlPlaneSuite } from "./support/control-plane-suite.js";
 
 controlPlaneSuite({ runtime: "namespace", instance: "m", slots: "7100-7199", db: "postgres" });

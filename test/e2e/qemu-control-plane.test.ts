@@ -1,3 +1,3 @@
-import { controlPlaneSuite } from "./control-plane-suite.js";
+import { controlPlaneSuite } from "./support/control-plane-suite.js";
 
 controlPlaneSuite({ runtime: "qemu", instance: "e", slots: "7000-7099", db: "pglite" });

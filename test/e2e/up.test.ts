@@ -11,8 +11,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { shareBaseTemplate } from "../agent/agent-harness.js";
-import { freePort, nestboxCli, runCli, until } from "./cli-process.js";
+import { shareBaseTemplate } from "../agent/support/agent-harness.js";
+import { freePort, nestboxCli, runCli, until } from "./support/cli-process.js";
 
 /** This suite's agent instance and network slots: no collision with the other suites. */
 const INSTANCE = "u";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type EnvdProcess, sdkSandbox, startEnvd } from "./harness.js";
+import { type EnvdProcess, sdkSandbox, startEnvd } from "./support/harness.js";
 
 const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(url, {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Sandbox } from "e2b";
-import { type EnvdProcess, startEnvd } from "./harness.js";
+import { type EnvdProcess, startEnvd } from "./support/harness.js";
 
 // E2B's own envd tests run the SDK in debug mode against envd on localhost:49983; this file
 // is the only one that binds that fixed port.

@@ -16,8 +16,8 @@ import { pipeline } from "node:stream/promises";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { FileNotFoundError, InvalidArgumentError, type Sandbox } from "e2b";
-import { idsOf, memoryOf, rawRequest, type TempDir, tempDir } from "./fs-helpers.js";
-import { type EnvdProcess, sdkSandbox, startEnvd } from "./harness.js";
+import { idsOf, memoryOf, rawRequest, type TempDir, tempDir } from "./support/fs-helpers.js";
+import { type EnvdProcess, sdkSandbox, startEnvd } from "./support/harness.js";
 
 const TOKEN = "fs-http-test-token";
 

@@ -31,8 +31,8 @@ import {
   type TempDir,
   tempDir,
   waitFor,
-} from "./fs-helpers.js";
-import { type EnvdProcess, sdkSandbox, startEnvd } from "./harness.js";
+} from "./support/fs-helpers.js";
+import { type EnvdProcess, sdkSandbox, startEnvd } from "./support/harness.js";
 
 let envd: EnvdProcess;
 let sbx: Sandbox;

@@ -15,7 +15,7 @@ import type { Logger } from "../../packages/envd/src/log.js";
 import { PortForwarder } from "../../packages/envd/src/ports/forwarder.js";
 import { planForwards } from "../../packages/envd/src/ports/plan.js";
 import { parseProcNetTcp, type TcpListener } from "../../packages/envd/src/ports/proc-net.js";
-import { ensureTestUser, envdCli } from "./harness.js";
+import { ensureTestUser, envdCli } from "./support/harness.js";
 
 const exec = promisify(execFile);
 

@@ -6,8 +6,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { StreamInputRequestSchema } from "@nestbox/proto/process";
 import { CommandExitError, NotFoundError, type Sandbox, TimeoutError } from "e2b";
-import { type EnvdProcess, sdkSandbox, startEnvd } from "./harness.js";
-import { processClient, rawStream } from "./rpc-client.js";
+import { type EnvdProcess, sdkSandbox, startEnvd } from "./support/harness.js";
+import { processClient, rawStream } from "./support/rpc-client.js";
 
 /** Running, not merely an unreaped zombie (orphans may wait for a slow reaper). */
 function alive(pid: number): boolean {

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { Process } from "@nestbox/proto/process";
-import { type EnvdProcess, startEnvd } from "./harness.js";
+import { type EnvdProcess, startEnvd } from "./support/harness.js";
 
 // The E2B SDKs speak Connect+JSON; other clients may use the binary codec or gRPC-Web.
 describe("envd wire protocols", () => {

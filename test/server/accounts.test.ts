@@ -17,7 +17,7 @@ import { ensurePlatformTeam, seedAllInOne } from "../../packages/server/src/boot
 import type { ServerConfig } from "../../packages/server/src/config.js";
 import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
-import { DB_KINDS, openTestDb, type TestDb } from "./db-fixture.js";
+import { DB_KINDS, openTestDb, type TestDb } from "./support/db-fixture.js";
 
 /** The account routes never reach a sandbox; any call would be a bug. */
 const noSandboxes: SandboxAccess = {

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket from "ws";
-import { type CommandStack, startCommandStack } from "./stack-fixture.js";
+import { type CommandStack, startCommandStack } from "./support/stack-fixture.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: frames are checked field by field
 type Frame = any;

@@ -14,7 +14,7 @@ const ALL = loadMigrations().map((m) => m.version);
 
 import { openDb } from "../../packages/server/src/db/open.js";
 import { DbInUseError } from "../../packages/server/src/db/pglite.js";
-import { DB_KINDS, type DbKind, findPgBin, openTestDb, type TestDb } from "./db-fixture.js";
+import { DB_KINDS, type DbKind, findPgBin, openTestDb, type TestDb } from "./support/db-fixture.js";
 
 const openModule = new URL("../../packages/server/src/db/open.ts", import.meta.url).href;
 

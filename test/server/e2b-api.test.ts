@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type ApiResult, type Stack, startStack } from "../e2e/control-plane-harness.js";
+import { type ApiResult, type Stack, startStack } from "../e2e/support/control-plane-harness.js";
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
   const deadline = Date.now() + ms;

@@ -36,8 +36,8 @@ import {
 } from "../../packages/server/src/hosts/registration.js";
 import { newId, newSandboxId } from "../../packages/server/src/ids.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
-import { shareBaseTemplate } from "../agent/agent-harness.js";
-import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./db-fixture.js";
+import { shareBaseTemplate } from "../agent/support/agent-harness.js";
+import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./support/db-fixture.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 

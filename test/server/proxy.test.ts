@@ -16,8 +16,8 @@ import { rewriteLocation } from "@nestbox/server/proxy/forward";
 import { routeRequest } from "@nestbox/server/proxy/routing";
 import { SandboxService } from "@nestbox/server/services/sandboxes";
 import WebSocket from "ws";
-import { type Stack, startStack } from "../e2e/control-plane-harness.js";
-import { GUEST_WEBSOCKET_SOURCE } from "../guest-websocket.js";
+import { type Stack, startStack } from "../e2e/support/control-plane-harness.js";
+import { GUEST_WEBSOCKET_SOURCE } from "../support/guest-websocket.js";
 
 /** Test servers inside the sandbox (port 8001): streams, a sink, redirects, a WebSocket echo. */
 const SANDBOX_SERVER = `

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { seriousA11yViolations, startWebStack, type WebStack } from "./browser-fixture.js";
+import { seriousA11yViolations, startWebStack, type WebStack } from "./support/browser-fixture.js";
 
 describe("dashboard", () => {
   let stack: WebStack;

@@ -10,7 +10,7 @@ import {
   seriousA11yViolations,
   startWebStack,
   type WebStack,
-} from "./browser-fixture.js";
+} from "./support/browser-fixture.js";
 
 describe("sandboxes page", () => {
   let stack: WebStack;

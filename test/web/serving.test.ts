@@ -7,7 +7,7 @@ import { readdirSync } from "node:fs";
 import { request } from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { repoRoot, startWebStack, type WebStack } from "./browser-fixture.js";
+import { repoRoot, startWebStack, type WebStack } from "./support/browser-fixture.js";
 
 describe("dashboard serving", () => {
   let stack: WebStack;

@@ -2,8 +2,8 @@
 // sandbox, prints its RuntimeState as one JSON line, then idles until it is SIGKILLed.
 //
 //   node --import tsx test/agent/namespace-start-helper.ts '<options JSON>' '<SandboxSpec JSON>'
-import { NamespaceRuntime } from "../../packages/agent/src/runtime/namespace/runtime.js";
-import type { SandboxSpec } from "../../packages/agent/src/runtime/runtime.js";
+import { NamespaceRuntime } from "../../../packages/agent/src/runtime/namespace/runtime.js";
+import type { SandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
 
 const [optionsJson, specJson] = process.argv.slice(2);
 if (!optionsJson || !specJson) {

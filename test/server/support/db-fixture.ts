@@ -22,9 +22,9 @@ import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
-import type { Db } from "../../packages/server/src/db/db.js";
-import { migrate } from "../../packages/server/src/db/migrate.js";
-import { openDb } from "../../packages/server/src/db/open.js";
+import type { Db } from "../../../packages/server/src/db/db.js";
+import { migrate } from "../../../packages/server/src/db/migrate.js";
+import { openDb } from "../../../packages/server/src/db/open.js";
 
 export const DB_KINDS = ["pglite", "postgres"] as const;
 export type DbKind = (typeof DB_KINDS)[number];

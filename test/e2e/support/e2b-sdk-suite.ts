@@ -15,7 +15,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type * as E2b from "e2b";
 import type { CommandHandle, FilesystemEvent, Sandbox, SandboxInfo } from "e2b";
-import { GUEST_WEBSOCKET_SOURCE } from "../guest-websocket.js";
+import { GUEST_WEBSOCKET_SOURCE } from "../../support/guest-websocket.js";
 import { until } from "./cli-process.js";
 
 export type SdkModule = typeof E2b;

@@ -14,10 +14,10 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { type AgentProcess, startAgent } from "../agent/agent-harness.js";
+import { type AgentProcess, startAgent } from "../../agent/support/agent-harness.js";
 import { openTestDb } from "./db-fixture.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const AGENT_DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 const INSTANCE = "s";
 const SLOTS = "6100-6199";

@@ -11,15 +11,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AxeBuilder } from "@axe-core/playwright";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
-import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
+import { insertPendingHost } from "../../../packages/server/src/db/queries/hosts.js";
 import {
   insertPendingSandbox,
   transitionSandbox,
-} from "../../packages/server/src/db/queries/sandboxes.js";
-import { newId, newSandboxId } from "../../packages/server/src/ids.js";
-import { type RunningServer, startServer } from "../../packages/server/src/main.js";
+} from "../../../packages/server/src/db/queries/sandboxes.js";
+import { newId, newSandboxId } from "../../../packages/server/src/ids.js";
+import { type RunningServer, startServer } from "../../../packages/server/src/main.js";
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const webBuild = path.join(repoRoot, "packages/web/build");
 export const outputDir = path.join(repoRoot, "test-output/web");
 const CHROMIUM = process.env.NESTBOX_CHROMIUM ?? "/usr/bin/chromium";

@@ -5,7 +5,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Sandbox } from "e2b";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const envdCli = path.join(repoRoot, "packages/envd/dist/cli.js");
 
 /** The E2B tests hard-code a default user `user` with home /home/user; make sure it exists. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { until } from "../e2e/cli-process.js";
+import { until } from "../../e2e/support/cli-process.js";
 import { type AgentProcess, startAgent } from "./agent-harness.js";
 import { namespacesOf } from "./runtime-conformance.js";
 

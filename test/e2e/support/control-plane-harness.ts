@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type RunningServer, type StartOptions, startServer } from "@nestbox/server/main";
-import { type AgentProcess, startAgent } from "../agent/agent-harness.js";
-import { openTestDb } from "../server/db-fixture.js";
+import { type AgentProcess, startAgent } from "../../agent/support/agent-harness.js";
+import { openTestDb } from "../../server/support/db-fixture.js";
 
 export const AGENT_DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 

@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { NestboxClient } from "@nestbox/sdk/client";
-import { namespacesOf } from "../agent/runtime-conformance.js";
+import { namespacesOf } from "../../agent/support/runtime-conformance.js";
 import { until } from "./cli-process.js";
 import { type Stack, type StackOptions, startStack } from "./control-plane-harness.js";
 
