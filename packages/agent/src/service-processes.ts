@@ -145,7 +145,14 @@ export function processAndFileRpcs(
         const timeoutMs = execTimeoutMs(req.timeoutSec);
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
-        let exitCode = -1;
+        let exitCode: number | undefined;
+        let killedAtDeadline = false;
+        const startedAt = Date.now();
+        const timedOut = () =>
+          new ConnectError(
+            `command timed out after ${timeoutMs / 1000} s and was killed`,
+            Code.DeadlineExceeded,
+          );
         try {
           for await (const res of envd.process.start(
             {
@@ -165,19 +172,25 @@ export function processAndFileRpcs(
                 stdout.push(Buffer.from(ev.value.output.value));
               if (ev.value.output.case === "stderr")
                 stderr.push(Buffer.from(ev.value.output.value));
-            } else if (ev?.case === "end") exitCode = ev.value.exitCode;
+            } else if (ev?.case === "end") {
+              exitCode = ev.value.exitCode;
+              // envd kills a command at the request's deadline itself; under load its `end`
+              // (killed) can arrive before the client's own deadline fires.
+              if (!ev.value.exited && Date.now() - startedAt >= timeoutMs) killedAtDeadline = true;
+            }
           }
         } catch (err) {
           const ce = ConnectError.from(err);
-          if (ce.code === Code.DeadlineExceeded) {
-            throw new ConnectError(
-              `command timed out after ${timeoutMs / 1000} s and was killed`,
-              Code.DeadlineExceeded,
-            );
-          }
+          if (ce.code === Code.DeadlineExceeded) throw timedOut();
           throw ce;
         } finally {
           m.touch(req.sandboxId);
+        }
+        // Under load the deadline's abort can end the stream quietly instead of throwing:
+        // a stream without its end event is never a finished command.
+        if (exitCode === undefined || killedAtDeadline) {
+          if (killedAtDeadline || Date.now() - startedAt >= timeoutMs) throw timedOut();
+          throw new ConnectError("the sandbox ended the command's stream early", Code.Unavailable);
         }
         return { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr), exitCode };
       }),

@@ -1,15 +1,12 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
+import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { daemonBinary, launchDaemon } from "@nestbox/cli/launch";
 import { HostAgentService } from "@nestbox/proto/hostagent";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-export const agentCli = path.join(repoRoot, "packages/agent/dist/cli.js");
+export const agentCli = daemonBinary("agent");
 
 /**
  * Lets a namespace agent with its own data directory use this machine's base template: the
@@ -40,54 +37,13 @@ export interface AgentProcess {
 
 /** Starts a real host agent (the built CLI) on a free loopback port. */
 export async function startAgent(args: string[]): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [agentCli, "--listen", "127.0.0.1:0", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
+  const d = await launchDaemon("agent", ["--listen", "127.0.0.1:0", ...args], {
+    readyTimeoutMs: 240_000,
   });
-  let logs = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    logs += d.toString();
-    if (logs.length > 2 << 20) logs = logs.slice(-(1 << 20));
-  });
-  if (!child.stdout) throw new Error("agent has no stdout");
-  const lines = createInterface({ input: child.stdout });
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`agent did not start in time:\n${logs.slice(-4000)}`)),
-      240_000,
-    );
-    lines.on("line", (line) => {
-      const m = /agent listening on (\S+)/.exec(line);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(`http://${m[1]}`);
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`agent exited with ${code}:\n${logs.slice(-4000)}`));
-    });
-  });
+  const url = `http://${d.address}`;
   const client = createClient(
     HostAgentService,
     createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
   );
-  const exited = () => child.exitCode !== null || child.signalCode !== null;
-  return {
-    url,
-    child,
-    client,
-    logs: () => logs,
-    async kill() {
-      if (exited()) return;
-      child.kill("SIGKILL");
-      await once(child, "exit");
-    },
-    async stop() {
-      if (exited()) return;
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await once(child, "exit");
-      clearTimeout(t);
-    },
-  };
+  return { url, child: d.child, client, logs: d.logs, kill: d.kill, stop: d.stop };
 }

@@ -1,12 +1,8 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
-import path from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { daemonBinary, launchDaemon } from "@nestbox/cli/launch";
 import { Sandbox } from "e2b";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-export const envdCli = path.join(repoRoot, "packages/envd/dist/cli.js");
+export const envdCli = daemonBinary("envd");
 
 /** The E2B tests hard-code a default user `user` with home /home/user; make sure it exists. */
 export function ensureTestUser(name = "user"): void {
@@ -32,44 +28,13 @@ export async function startEnvd(
 ): Promise<EnvdProcess> {
   ensureTestUser();
   const portArg = args.includes("--port") ? [] : ["--port", "0"];
-  const child = spawn(process.execPath, [envdCli, "--host", "127.0.0.1", ...portArg, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
+  const d = await launchDaemon("envd", ["--host", "127.0.0.1", ...portArg, ...args], {
+    env,
+    readyTimeoutMs: 15_000,
+    stopGraceMs: 5_000,
   });
-  let errText = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    errText += d.toString();
-    if (errText.length > 1 << 20) errText = errText.slice(-(1 << 19));
-  });
-  if (!child.stdout) throw new Error("envd child has no stdout pipe");
-  const lines = createInterface({ input: child.stdout });
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`envd did not start: ${errText}`)), 15_000);
-    lines.on("line", (line) => {
-      const m = /envd listening on (\d+)/.exec(line);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`envd exited with ${code}: ${errText}`));
-    });
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    child,
-    stderr: () => errText,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await once(child, "exit");
-      clearTimeout(timer);
-    },
-  };
+  const port = Number(d.address);
+  return { url: `http://127.0.0.1:${port}`, port, child: d.child, stderr: d.logs, stop: d.stop };
 }
 
 type SandboxCtorOpts = {
