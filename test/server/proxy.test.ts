@@ -241,11 +241,12 @@ describe("sandbox proxy", { timeout: 300_000 }, () => {
     assert.equal(seen.headers["x-forwarded-host"], `8001-${sandboxId}.localhost:${apiPort}`);
     assert.equal(seen.headers["x-forwarded-proto"], "http");
 
-    // Not a sandbox host and no headers: the API's, which knows no such path.
-    const api = await send("GET", "/hello.txt");
+    // Not a sandbox host and no headers: the API's, which knows no such path (an API path:
+    // other paths are the dashboard's single-page fallback).
+    const api = await send("GET", "/v1/hello.txt");
     assert.equal(api.status, 404);
     // The headers do not re-point a request addressed to another sandbox host name.
-    const other = await send("GET", "/hello.txt", { ...viaHeaders(8000), Host: "example.com" });
+    const other = await send("GET", "/v1/hello.txt", { ...viaHeaders(8000), Host: "example.com" });
     assert.equal(other.status, 404);
   });
 
