@@ -11,13 +11,13 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { type LaunchedAgent, launchAgent } from "@nestbox/cli/launch";
 import {
   createSandboxNetwork,
   destroySandboxNetwork,
 } from "../packages/agent/src/network/netns.js";
 import { QemuRuntime } from "../packages/agent/src/runtime/qemu/runtime.js";
 import type { SandboxSpec } from "../packages/agent/src/runtime/runtime.js";
-import { type AgentProcess, startAgent } from "../test/agent/support/agent-harness.js";
 import { MiB, msSince as ms, printTable, quantile, round, writeResult } from "./lib.js";
 
 const { values } = parseArgs({
@@ -79,7 +79,7 @@ async function bareClones(
   return { times: results.map((r) => r.t), allMs };
 }
 
-async function createAndExec(agent: AgentProcess): Promise<{ id: string; t: number }> {
+async function createAndExec(agent: LaunchedAgent): Promise<{ id: string; t: number }> {
   const t0 = process.hrtime.bigint();
   const { sandboxId } = await agent.client.createSandbox({ template: "base" });
   const r = await agent.client.exec({ sandboxId, cmd: "/bin/true" });
@@ -93,7 +93,7 @@ function pssOf(pid: number): number {
 }
 
 /** Terminate destroys every sandbox the bench agent still has, even after a failed step. */
-async function shutdown(agent: AgentProcess): Promise<void> {
+async function shutdown(agent: LaunchedAgent): Promise<void> {
   await agent.client
     .terminate({})
     .catch((err: unknown) => console.error(`terminate failed: ${String(err)}`));
@@ -124,7 +124,7 @@ result.floor = {
   concurrent: { count: CONCURRENT, allMs: floorAll.allMs, eachMs: floorAll.times },
 };
 
-const qemu = await startAgent([
+const qemu = await launchAgent([
   "--runtime",
   "qemu",
   "--instance",
@@ -244,7 +244,7 @@ try {
 }
 
 // Namespace runtime: (b).
-const ns = await startAgent([
+const ns = await launchAgent([
   "--runtime",
   "namespace",
   "--instance",
@@ -284,7 +284,7 @@ async function warmPoolCreates(
   slots: string,
   n: number,
 ): Promise<{ times: number[]; refillMs: number[] }> {
-  const agent = await startAgent([
+  const agent = await launchAgent([
     "--runtime",
     runtime,
     "--instance",

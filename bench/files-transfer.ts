@@ -10,8 +10,9 @@ import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parseArgs } from "node:util";
-import { sdkSandbox, startEnvd } from "../test/envd/support/harness.js";
+import { launchEnvd } from "@nestbox/cli/launch";
 import { MiB, printTable, rssBytes, sampleRss, writeResult } from "./lib.js";
+import { sandboxOnEnvd } from "./support/envd-sdk.js";
 
 const { values } = parseArgs({ options: { "size-mib": { type: "string", default: "1024" } } });
 const sizeMiB = Number(values["size-mib"]);
@@ -46,11 +47,11 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value:
 }
 
 const work = mkdtempSync("/tmp/nbx-bench-files-");
-const envd = await startEnvd(["--quiet", "--default-user", "root"]);
+const envd = await launchEnvd(["--quiet", "--default-user", "root"]);
 try {
   const pid = envd.child.pid;
   if (pid === undefined) throw new Error("envd has no pid");
-  const sbx = sdkSandbox(envd);
+  const sbx = sandboxOnEnvd(envd.url);
   // Warm up the code paths so lazy initialisation is not counted as transfer memory.
   await sbx.files.write(path.join(work, "warm.bin"), pattern(4 * MiB));
   await sbx.files.read(path.join(work, "warm.bin"), { format: "bytes" });

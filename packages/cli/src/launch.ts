@@ -2,6 +2,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { HostAgentService } from "@nestbox/proto/hostagent";
 
 /**
  * Starting a daemon (host agent, envd) as its own process and waiting until it listens: the
@@ -101,4 +104,47 @@ export async function launchDaemon(
       clearTimeout(t);
     },
   };
+}
+
+export interface LaunchedAgent extends LaunchedDaemon {
+  /** `http://host:port` of its RPC (and port proxy) listener. */
+  url: string;
+  client: Client<typeof HostAgentService>;
+}
+
+/**
+ * A host agent on a free loopback port with an RPC client bound to it. Its first start may
+ * extract or boot a template before it listens, hence the long default wait.
+ */
+export async function launchAgent(
+  args: string[],
+  opts: LaunchOptions = {},
+): Promise<LaunchedAgent> {
+  const d = await launchDaemon("agent", ["--listen", "127.0.0.1:0", ...args], {
+    readyTimeoutMs: 240_000,
+    ...opts,
+  });
+  const url = `http://${d.address}`;
+  const client = createClient(
+    HostAgentService,
+    createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
+  );
+  return { ...d, url, client };
+}
+
+export interface LaunchedEnvd extends LaunchedDaemon {
+  url: string;
+  port: number;
+}
+
+/** An envd on a free loopback port (unless args name one). */
+export async function launchEnvd(args: string[], opts: LaunchOptions = {}): Promise<LaunchedEnvd> {
+  const portArg = args.includes("--port") ? [] : ["--port", "0"];
+  const d = await launchDaemon("envd", ["--host", "127.0.0.1", ...portArg, ...args], {
+    readyTimeoutMs: 15_000,
+    stopGraceMs: 5_000,
+    ...opts,
+  });
+  const port = Number(d.address);
+  return { ...d, url: `http://127.0.0.1:${port}`, port };
 }

@@ -18,6 +18,7 @@ import { ensurePlatformTeam, seedAllInOne } from "./bootstrap/seed.js";
 import type { ServerConfig } from "./config.js";
 import type { Db } from "./db/db.js";
 import { migrate } from "./db/migrate.js";
+import { type DbObserver, observedDb } from "./db/observed.js";
 import { openDb } from "./db/open.js";
 import { ensureBaseTemplate } from "./db/queries/templates.js";
 import { e2bRoutes } from "./e2b/routes.js";
@@ -71,6 +72,8 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export type { DbObservation, DbObserver } from "./db/observed.js";
+
 export interface StartOptions {
   config: ServerConfig;
   allInOne?: boolean;
@@ -82,13 +85,16 @@ export interface StartOptions {
   log?: (line: string) => void;
   /** Connect interceptors around every call to a host agent (instrumentation, e.g. the bench). */
   agentInterceptors?: Interceptor[];
+  /** Told the duration of every database query and transaction (instrumentation). */
+  observeDb?: DbObserver;
 }
 
 /** Opens and migrates the database, seeds what must exist, and serves the API. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const { config } = opts;
   const log = opts.log ?? ((line: string) => console.log(line));
-  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log });
+  const opened = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log });
+  const db = opts.observeDb ? observedDb(opened, opts.observeDb) : opened;
   try {
     const { applied } = await migrate(db, { log });
     if (applied.length) log(`[server] database migrated: ${applied.join(", ")}`);

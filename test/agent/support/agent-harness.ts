@@ -1,10 +1,6 @@
-import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import path from "node:path";
-import { type Client, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { daemonBinary, launchDaemon } from "@nestbox/cli/launch";
-import { HostAgentService } from "@nestbox/proto/hostagent";
+import { daemonBinary, type LaunchedAgent, launchAgent } from "@nestbox/cli/launch";
 
 export const agentCli = daemonBinary("agent");
 
@@ -24,26 +20,7 @@ export function shareBaseTemplate(dataDir: string): void {
   }
 }
 
-export interface AgentProcess {
-  url: string;
-  child: ChildProcess;
-  client: Client<typeof HostAgentService>;
-  logs: () => string;
-  /** SIGKILL, as a crash would: sandboxes stay behind for the next agent to re-adopt. */
-  kill(): Promise<void>;
-  /** SIGTERM: a clean stop (sandboxes keep running). */
-  stop(): Promise<void>;
-}
+export type AgentProcess = LaunchedAgent;
 
 /** Starts a real host agent (the built CLI) on a free loopback port. */
-export async function startAgent(args: string[]): Promise<AgentProcess> {
-  const d = await launchDaemon("agent", ["--listen", "127.0.0.1:0", ...args], {
-    readyTimeoutMs: 240_000,
-  });
-  const url = `http://${d.address}`;
-  const client = createClient(
-    HostAgentService,
-    createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
-  );
-  return { url, child: d.child, client, logs: d.logs, kill: d.kill, stop: d.stop };
-}
+export const startAgent = (args: string[]): Promise<AgentProcess> => launchAgent(args);

@@ -1,5 +1,5 @@
-import { type ChildProcess, execFileSync } from "node:child_process";
-import { daemonBinary, launchDaemon } from "@nestbox/cli/launch";
+import { execFileSync } from "node:child_process";
+import { daemonBinary, type LaunchedEnvd, launchEnvd } from "@nestbox/cli/launch";
 import { Sandbox } from "e2b";
 
 export const envdCli = daemonBinary("envd");
@@ -13,13 +13,7 @@ export function ensureTestUser(name = "user"): void {
   }
 }
 
-export interface EnvdProcess {
-  url: string;
-  port: number;
-  child: ChildProcess;
-  stderr: () => string;
-  stop(): Promise<void>;
-}
+export type EnvdProcess = LaunchedEnvd;
 
 /** Starts a real envd (the built CLI) on a free port and waits until it listens. */
 export async function startEnvd(
@@ -27,14 +21,7 @@ export async function startEnvd(
   env: NodeJS.ProcessEnv = {},
 ): Promise<EnvdProcess> {
   ensureTestUser();
-  const portArg = args.includes("--port") ? [] : ["--port", "0"];
-  const d = await launchDaemon("envd", ["--host", "127.0.0.1", ...portArg, ...args], {
-    env,
-    readyTimeoutMs: 15_000,
-    stopGraceMs: 5_000,
-  });
-  const port = Number(d.address);
-  return { url: `http://127.0.0.1:${port}`, port, child: d.child, stderr: d.logs, stop: d.stop };
+  return launchEnvd(args, { env });
 }
 
 type SandboxCtorOpts = {
