@@ -1,12 +1,12 @@
 /**
  * Pure parts of the control plane: host ranking (src/hosts/scheduler.ts) and how a host
  * agent's failure becomes the API error a client sees (lifecycle calls in
- * src/services/sandboxes.ts, data-plane calls in src/api/routes/commands.ts). No database.
+ * src/services/sandboxes.ts, data-plane calls in src/api/command-common.ts). No database.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { agentError } from "../../packages/server/src/api/routes/commands.js";
+import { agentError } from "../../packages/server/src/api/command-common.js";
 import { ApiError } from "../../packages/server/src/errors.js";
 import { type HostCandidate, orderHosts } from "../../packages/server/src/hosts/scheduler.js";
 import { agentFailure } from "../../packages/server/src/services/sandboxes.js";

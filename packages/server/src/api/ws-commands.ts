@@ -8,7 +8,7 @@ import {
   EnvsSchema,
   resolveProcess,
   UserSchema,
-} from "./routes/commands.js";
+} from "./command-common.js";
 import { Base64Data, InputPump, type WsContext, type WsSession } from "./ws-session.js";
 
 /**

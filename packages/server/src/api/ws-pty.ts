@@ -11,7 +11,7 @@ import {
   resolveProcess,
   TagSchema,
   UserSchema,
-} from "./routes/commands.js";
+} from "./command-common.js";
 import { Base64Data, InputPump, type WsContext } from "./ws-session.js";
 
 /**

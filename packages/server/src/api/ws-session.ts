@@ -2,8 +2,8 @@ import { z } from "@hono/zod-openapi";
 import type { RawData, WebSocket } from "ws";
 import { ApiError } from "../errors.js";
 import type { AgentClient } from "../services/sandbox-access.js";
+import { agentError } from "./command-common.js";
 import type { AppDeps, Caller } from "./context.js";
-import { agentError } from "./routes/commands.js";
 
 /**
  * One WebSocket as a session: JSON frames out with backpressure, validated JSON frames in

@@ -14,8 +14,8 @@
 // A sandbox survives the agent: bwrap runs in its own session with its output in a file, the
 // overlay is mounted in the host's mount namespace, and pid + start time + cgroup path are in
 // RuntimeState, which is all `adopt` and `stop` need.
-import { type ChildProcess, spawn } from "node:child_process";
-import { access, constants, mkdir, open, readFile, rm, rmdir } from "node:fs/promises";
+import type { ChildProcess } from "node:child_process";
+import { access, constants, mkdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Logger, SILENT_LOGGER } from "../../log.js";
 import { ENVD_PORT } from "../../network/netns.js";
@@ -27,15 +27,10 @@ import {
   type SandboxSpec,
   type TemplateSummary,
 } from "../runtime.js";
-import {
-  DEFAULT_TOOLS,
-  GUEST_ENV,
-  type HostTools,
-  JOIN_CGROUP_FAILED,
-  launchArgv,
-} from "./bwrap.js";
+import { DEFAULT_TOOLS, type HostTools, JOIN_CGROUP_FAILED, launchArgv } from "./bwrap.js";
 import { findHierarchies, type Hierarchies, limitsFor, SandboxCgroup } from "./cgroup.js";
 import { isGone } from "./command.js";
+import { killAndWait, logTail, spawnDetached } from "./detached.js";
 import { pidStartTime, waitForHealth } from "./health.js";
 import { isMounted, mountOverlay, overlayPaths, unmountOverlay } from "./overlay.js";
 import { TemplateStore, treeSize } from "./rootfs.js";
@@ -452,65 +447,10 @@ function checkState(state: RuntimeState): void {
   }
 }
 
-/**
- * Spawns `argv` in its own session (setsid) with stdout and stderr appended to `logPath`, so it
- * outlives the agent: no terminal signals, no pipe to a dead reader.
- */
-async function spawnDetached(argv: readonly string[], logPath: string): Promise<ChildProcess> {
-  const [file, ...args] = argv;
-  if (file === undefined) throw new RuntimeError("internal", "empty launch command");
-  const log = await open(logPath, "a", 0o600);
-  try {
-    const child = spawn(file, args, {
-      detached: true,
-      stdio: ["ignore", log.fd, log.fd],
-      env: { ...GUEST_ENV },
-      cwd: "/",
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once("spawn", resolve);
-      child.once("error", reject);
-    });
-    // The agent must be able to exit (or be killed) without waiting for its sandboxes.
-    child.unref();
-    return child;
-  } finally {
-    await log.close();
-  }
-}
-
-/** SIGKILLs `pid` (if it is still the process started at `startTime`) and waits for it to go. */
-async function killAndWait(pid: number, startTime: number | null): Promise<void> {
-  const current = await pidStartTime(pid);
-  if (current === null || (startTime !== null && current !== startTime)) return;
-  try {
-    process.kill(pid, "SIGKILL");
-  } catch (error) {
-    if (isGone(error)) return;
-    throw error;
-  }
-  for (let i = 0; i < 500; i++) {
-    const now = await pidStartTime(pid);
-    if (now === null || now !== current) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new RuntimeError("internal", `process ${pid} survived SIGKILL`);
-}
-
 async function rmdirIfExists(path: string): Promise<void> {
   try {
     await rmdir(path);
   } catch (error) {
     if (!isGone(error)) throw error;
-  }
-}
-
-async function logTail(path: string, bytes = 2048): Promise<string> {
-  try {
-    const text = await readFile(path, "utf8");
-    return text.slice(-bytes).trim();
-  } catch (error) {
-    if (isGone(error)) return "";
-    throw error;
   }
 }

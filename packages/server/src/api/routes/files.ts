@@ -10,9 +10,9 @@ import { requireCaller } from "../../auth/middleware.js";
 import { ApiError, badRequest } from "../../errors.js";
 import type { AgentClient } from "../../services/sandbox-access.js";
 import { newRouter } from "../app.js";
+import { agentError } from "../command-common.js";
 import type { AppDeps, AppEnv } from "../context.js";
 import { errorResponses, SandboxIdParam } from "../schemas.js";
-import { agentError } from "./commands.js";
 
 /**
  * Files in a sandbox. Uploads and downloads stream through in chunks of at most 64 KiB (the
