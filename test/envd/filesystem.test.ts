@@ -1,3 +1,9 @@
+/**
+ * envd's Filesystem RPC service against a real envd: stat, list, mkdir, move, remove, watch,
+ * permissions as the requesting user and ownership of what it creates.
+ *
+ * One file (~570 lines) because all cases share one envd and one scratch tree.
+ */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {

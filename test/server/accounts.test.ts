@@ -1,3 +1,10 @@
+/**
+ * Accounts through the real HTTP app: sign-up, login, JWTs, teams and members, roles, API keys
+ * and the platform-admin routes, on both database kinds.
+ *
+ * One file (~780 lines) because the cases walk one set of users and teams created once per
+ * database kind; split it when a part needs a fixture of its own.
+ */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";

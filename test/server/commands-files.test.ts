@@ -2,6 +2,9 @@
  * Command and file routes of the control plane against a real stack (stack-fixture.ts): REST
  * exec and background processes, the exec / process / PTY WebSockets, streamed uploads and
  * downloads, and the filesystem operations.
+ *
+ * One file (~650 lines) because all cases share one sandbox on one stack: starting it is most of
+ * the run time, and another file would start another.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";

@@ -1,3 +1,9 @@
+/**
+ * The one Db interface on both implementations (PGlite, PostgreSQL): normalised values,
+ * transactions, advisory locks, migrations and `nestbox migrate`, the PGlite single-process lock.
+ *
+ * One file (~590 lines) because each case runs on both database kinds through one fixture.
+ */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";

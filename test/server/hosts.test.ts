@@ -3,6 +3,9 @@
  * rotation, staleness — through the real HTTP app on both database kinds — and the host
  * agent's side: its control-plane link in process, and a real `nestbox agent` (namespace
  * runtime) registering with a control plane served on loopback.
+ *
+ * One file (~800 lines) because every case shares one control plane per database kind and the
+ * registration flow builds on itself; split it by flow if a part gets its own fixture.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";

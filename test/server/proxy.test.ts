@@ -4,6 +4,8 @@
  * servers inside a sandbox, streaming both ways with bounded memory, client aborts, WebSockets,
  * Location rewriting, E2B's exact 502 bodies, envd's /health next to the API's, signed /files
  * URLs without a sandbox id, traffic access tokens and auto-resume.
+ *
+ * One file (~600 lines) because every case shares one stack and one sandbox (see above).
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";

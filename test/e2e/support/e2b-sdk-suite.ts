@@ -6,6 +6,8 @@
  * Two sandboxes per SDK (the suite runs under TCG): `main` carries the cases in order, each one
  * leaving it as the next expects; `other` exists for the list cases and is then shortened until
  * it expires.
+ *
+ * One file (~740 lines) because the cases are one ordered story on one sandbox per SDK.
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
