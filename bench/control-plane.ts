@@ -15,6 +15,7 @@
  * bench/results/control-plane.json.
  */
 import { loadavg } from "node:os";
+import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { load } from "./control-plane/load.js";

@@ -39,6 +39,8 @@ export interface BenchStack {
   agent: LaunchedAgent;
   apiUrl: string;
   adminKey: string;
+  /** The control plane's data directory (admin-password, admin-api-key). */
+  dataDir: string;
   /** A JSON request with the admin key; the body parsed when it is JSON. */
   api(method: string, route: string, body?: unknown): Promise<{ status: number; body: ApiBody }>;
   close(): Promise<void>;
@@ -117,5 +119,5 @@ export async function startBenchStack(o: BenchStackOptions): Promise<BenchStack>
     await close();
     throw err;
   }
-  return { server, agent, apiUrl: server.url, adminKey, api, close };
+  return { server, agent, apiUrl: server.url, adminKey, dataDir, api, close };
 }
