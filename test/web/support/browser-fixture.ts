@@ -1,15 +1,19 @@
 /**
  * The dashboard's browser-test stack: a real control plane started in-process on an embedded
- * database (no host agent: these pages need none), serving the built dashboard, and Debian's
- * Chromium driven by playwright-core (no browser download) with a fresh profile.
+ * database, serving the built dashboard, and Debian's Chromium driven by playwright-core (no
+ * browser download) with a fresh profile. Pages that need running sandboxes (terminal, files,
+ * pause/resume) ask for `agent`: a real host agent registered the way `./nestbox up` registers
+ * its local one.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { AxeBuilder } from "@axe-core/playwright";
+import { type LaunchedAgent, launchAgent } from "@nestbox/cli/launch";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { insertPendingHost } from "../../../packages/server/src/db/queries/hosts.js";
 import {
@@ -24,9 +28,18 @@ const webBuild = path.join(repoRoot, "packages/web/build");
 export const outputDir = path.join(repoRoot, "test-output/web");
 const CHROMIUM = process.env.NESTBOX_CHROMIUM ?? "/usr/bin/chromium";
 
+export interface WebStackOptions {
+  /** Start a host agent too: its runtime, its instance letter and slot range (unique per file). */
+  agent?: { runtime: "namespace" | "qemu"; instance: string; slots: string };
+}
+
 export interface WebStack {
   url: string;
   server: RunningServer;
+  /** The host agent, when the stack was started with one. */
+  agent: LaunchedAgent | undefined;
+  /** The control plane's data directory (admin-password, admin-api-key with an agent). */
+  dataDir: string;
   context: BrowserContext;
   page: Page;
   /** Saves the page as test-output/web/<name>.png (a reviewer sees what a user sees). */
@@ -40,7 +53,39 @@ function ensureWebBuild(): void {
   execFileSync("npm", ["run", "build", "-w", "@nestbox/web"], { cwd: repoRoot, stdio: "inherit" });
 }
 
-export async function startWebStack(): Promise<WebStack> {
+const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
+
+async function startAgent(
+  server: RunningServer,
+  dataDir: string,
+  o: NonNullable<WebStackOptions["agent"]>,
+): Promise<LaunchedAgent> {
+  const token = readFileSync(path.join(dataDir, "local-agent-token"), "utf8").trim();
+  // Credentials of an earlier run belong to a control plane that is gone.
+  rmSync(path.join(NESTBOX_DIR, "agent", o.instance, "credentials.json"), { force: true });
+  const agent = await launchAgent([
+    ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
+    ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
+  ]);
+  const deadline = Date.now() + 30_000;
+  while ((await server.db.query("SELECT id FROM hosts WHERE status = 'online'")).length === 0) {
+    if (Date.now() > deadline) {
+      await agent.kill();
+      throw new Error(`the agent did not register:\n${agent.logs().slice(-3000)}`);
+    }
+    await sleep(100);
+  }
+  return agent;
+}
+
+async function stopAgent(agent: LaunchedAgent): Promise<void> {
+  await agent.client.terminate({}).catch((err: unknown) => {
+    console.error(`agent terminate: ${String(err)}`);
+  });
+  await agent.kill();
+}
+
+export async function startWebStack(opts: WebStackOptions = {}): Promise<WebStack> {
   if (!existsSync(CHROMIUM))
     throw new Error(`${CHROMIUM} is missing: install Debian's chromium (./nestbox setup --test)`);
   ensureWebBuild();
@@ -56,10 +101,19 @@ export async function startWebStack(): Promise<WebStack> {
       domain: "localhost",
       publicUrl: "http://127.0.0.1",
     },
+    allInOne: opts.agent !== undefined,
+    reconcileMs: opts.agent ? 1000 : undefined,
     log: (line) => {
       if (process.env.NESTBOX_TEST_VERBOSE) console.error(line);
     },
   });
+  let agent: LaunchedAgent | undefined;
+  try {
+    if (opts.agent) agent = await startAgent(server, dataDir, opts.agent);
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   const profile = mkdtempSync(path.join(tmpdir(), "nbx-chromium-"));
   let context: BrowserContext;
   try {
@@ -78,6 +132,7 @@ export async function startWebStack(): Promise<WebStack> {
       viewport: { width: 1280, height: 800 },
     });
   } catch (err) {
+    if (agent) await stopAgent(agent);
     await server.close();
     throw err;
   }
@@ -89,6 +144,8 @@ export async function startWebStack(): Promise<WebStack> {
   return {
     url: server.url,
     server,
+    agent,
+    dataDir,
     context,
     page,
     async screenshot(name, opts) {
@@ -97,6 +154,7 @@ export async function startWebStack(): Promise<WebStack> {
     },
     async close() {
       await context.close().catch((err: unknown) => console.error(`browser: ${String(err)}`));
+      if (agent) await stopAgent(agent);
       await server.close();
       rmSync(profile, { recursive: true, force: true });
       rmSync(dataDir, { recursive: true, force: true });
