@@ -114,12 +114,11 @@ async function setUp(kind: DbKind): Promise<Harness> {
     deps,
     app,
     teamId: team.id,
-    adminToken: await issueUserToken(secret, { userId: admin.id, teamId: team.id, role: "owner" }),
-    memberToken: await issueUserToken(secret, {
-      userId: member.id,
-      teamId: team.id,
-      role: "owner",
-    }),
+    adminToken: (await issueUserToken(secret, { userId: admin.id, teamId: team.id, role: "owner" }))
+      .token,
+    memberToken: (
+      await issueUserToken(secret, { userId: member.id, teamId: team.id, role: "owner" })
+    ).token,
   };
 }
 

@@ -16,6 +16,9 @@ export type ApiErrorCode =
   | "no_hosts_available"
   | "host_unavailable"
   | "agent_error"
+  | "csrf"
+  | "wrong_password"
+  | "session_revoked"
   | "internal";
 
 export class ApiError extends Error {

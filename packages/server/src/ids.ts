@@ -13,7 +13,7 @@ export function randomBase36(length: number): string {
   return out;
 }
 
-export type IdPrefix = "usr" | "team" | "key" | "host" | "htok" | "tpl" | "evt";
+export type IdPrefix = "usr" | "team" | "key" | "host" | "htok" | "tpl" | "evt" | "sess";
 
 /** Readable prefixed ids, e.g. `team_k3j…` (sandbox ids have none: they are DNS labels). */
 export const newId = (prefix: IdPrefix): string => `${prefix}_${randomBase36(20)}`;

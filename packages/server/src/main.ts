@@ -7,6 +7,7 @@ import type { AppDeps } from "./api/context.js";
 import { adminRoutes } from "./api/routes/admin.js";
 import { apiKeyRoutes } from "./api/routes/api-keys.js";
 import { authRoutes } from "./api/routes/auth.js";
+import { authSessionRoutes } from "./api/routes/auth-session.js";
 import { commandRoutes } from "./api/routes/commands.js";
 import { fileRoutes } from "./api/routes/files.js";
 import { hostRoutes } from "./api/routes/hosts.js";
@@ -119,6 +120,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const deps: AppDeps = { db, config, sandboxes, agents };
     const modules: RouteModule[] = [
       authRoutes,
+      authSessionRoutes,
       teamRoutes,
       apiKeyRoutes,
       adminRoutes,

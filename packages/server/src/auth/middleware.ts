@@ -5,8 +5,9 @@ import type { Queryable } from "../db/db.js";
 import { getMembership } from "../db/queries/teams.js";
 import { getUserById } from "../db/queries/users.js";
 import type { AppEnv, Caller } from "../domain/caller.js";
-import { forbidden, unauthorized } from "../errors.js";
+import { ApiError, forbidden, unauthorized } from "../errors.js";
 import { authenticateApiKey } from "./api-keys.js";
+import { sessionIsLive } from "./sessions.js";
 import { verifyUserToken } from "./user-tokens.js";
 
 /** What authentication reads: the database and the JWT secret (the API's deps are one). */
@@ -64,6 +65,8 @@ export async function authenticateRequestHeaders(
 export async function authenticateUserToken(deps: AuthDeps, token: string): Promise<UserCaller> {
   const claims = await verifyUserToken(deps.config.jwtSecret, token);
   if (!claims) throw unauthorized("invalid or expired session token");
+  if (claims.sessionId && !(await sessionIsLive(deps.db, claims.sessionId)))
+    throw new ApiError(401, "session_revoked", "this session was signed out; log in again");
   const user = await getUserById(deps.db, claims.userId);
   if (!user) throw unauthorized("the session's account no longer exists");
   if (user.status !== "active") throw forbidden("this account is disabled");
@@ -76,6 +79,7 @@ export async function authenticateUserToken(deps: AuthDeps, token: string): Prom
     teamId: claims.teamId,
     role: membership.role,
     isAdmin: user.is_admin,
+    ...(claims.sessionId ? { sessionId: claims.sessionId } : {}),
   };
 }
 

@@ -16,15 +16,33 @@ export interface UserTokenClaims {
   teamId: string;
   /** The role when the token was issued; the middleware uses the database's current role. */
   role: Role;
+  /** The browser session (user_sessions.id) the token was issued from; none for bearer logins. */
+  sessionId?: string;
 }
 
-export async function issueUserToken(secret: Uint8Array, claims: UserTokenClaims): Promise<string> {
-  return new SignJWT({ team_id: claims.teamId, role: claims.role, typ: USER_TYP })
+export interface IssuedUserToken {
+  token: string;
+  expiresAt: Date;
+}
+
+export async function issueUserToken(
+  secret: Uint8Array,
+  claims: UserTokenClaims,
+  ttlSec = USER_TOKEN_TTL_SEC,
+): Promise<IssuedUserToken> {
+  const exp = Math.floor(Date.now() / 1000) + ttlSec;
+  const token = await new SignJWT({
+    team_id: claims.teamId,
+    role: claims.role,
+    typ: USER_TYP,
+    ...(claims.sessionId ? { sid: claims.sessionId } : {}),
+  })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(claims.userId)
     .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + USER_TOKEN_TTL_SEC)
+    .setExpirationTime(exp)
     .sign(secret);
+  return { token, expiresAt: new Date(exp * 1000) };
 }
 
 /** The token's claims, or undefined for anything that is not a valid, unexpired user token. */
@@ -39,9 +57,10 @@ export async function verifyUserToken(
     if (err instanceof errors.JOSEError) return undefined;
     throw err;
   }
-  const { sub, team_id: teamId, role, typ } = payload;
+  const { sub, team_id: teamId, role, typ, sid } = payload;
   if (typ !== USER_TYP) return undefined;
   if (typeof sub !== "string" || typeof teamId !== "string") return undefined;
   if (typeof role !== "string" || !ROLES.includes(role as Role)) return undefined;
-  return { userId: sub, teamId, role: role as Role };
+  if (sid !== undefined && typeof sid !== "string") return undefined;
+  return { userId: sub, teamId, role: role as Role, ...(sid ? { sessionId: sid } : {}) };
 }

@@ -18,6 +18,8 @@ export type Caller =
       role: Role;
       /** Read from the database on this request, not from the token. */
       isAdmin: boolean;
+      /** The browser session behind the token (cookie sessions only). */
+      sessionId?: string;
     }
   | { kind: "api_key"; keyId: string; keyName: string; teamId: string; createdBy: string | null };
 

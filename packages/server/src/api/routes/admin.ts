@@ -7,7 +7,7 @@ import { conflict, notFound } from "../../errors.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps } from "../context.js";
 import { errorResponses } from "../schemas.js";
-import { forbiddenResponse, idParam, json, UserSchema, userView } from "./auth.js";
+import { forbiddenResponse, idParam, json, UserSchema, userView } from "./auth-schemas.js";
 
 const PatchUserBody = z
   .object({

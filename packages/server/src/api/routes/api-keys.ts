@@ -13,7 +13,7 @@ import { newId } from "../../ids.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps, Caller } from "../context.js";
 import { errorResponses } from "../schemas.js";
-import { forbiddenResponse, idParam, json } from "./auth.js";
+import { forbiddenResponse, idParam, json } from "./auth-schemas.js";
 
 const ApiKeySchema = z
   .object({

@@ -7,135 +7,36 @@ import {
   PASSWORD_MIN_LENGTH,
   verifyPassword,
 } from "../../auth/passwords.js";
-import { issueUserToken } from "../../auth/user-tokens.js";
-import type { Queryable } from "../../db/db.js";
+import { getLoginTeam, getMembership, getTeam, type TeamWithRole } from "../../db/queries/teams.js";
+import { revokeOtherSessions } from "../../db/queries/user-sessions.js";
 import {
-  addMembership,
-  getLoginTeam,
-  getMembership,
-  getTeam,
-  insertTeam,
-  type TeamRow,
-  type TeamWithRole,
-} from "../../db/queries/teams.js";
-import { getUserByEmail, getUserById, insertUser, type UserRow } from "../../db/queries/users.js";
+  getUserByEmail,
+  getUserById,
+  insertUser,
+  type UserRow,
+  updateUserName,
+  updateUserPassword,
+} from "../../db/queries/users.js";
 import { ApiError, conflict, forbidden, notFound, unauthorized } from "../../errors.js";
-import { newId, randomBase36 } from "../../ids.js";
+import { newId } from "../../ids.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps } from "../context.js";
 import { ErrorSchema, errorResponses } from "../schemas.js";
-
-// ---- Shared account schemas (teams, API keys and admin routes use them too) ----
-
-export const json = <T extends z.ZodTypeAny>(schema: T) => ({
-  content: { "application/json": { schema } },
-});
-
-/** The 403 response, which the shared error list does not carry. */
-export const forbiddenResponse = {
-  403: { description: "Not allowed", ...json(ErrorSchema) },
-} as const;
-
-/** Trimmed and lowercased before it is checked, stored or looked up. */
-export const EmailSchema = z
-  .string()
-  .trim()
-  .toLowerCase()
-  .max(254)
-  .regex(/^[^\s@]+@[^\s@]+$/, "must be an e-mail address")
-  .openapi({ example: "ada@example.com" });
-
-export const PersonNameSchema = z.string().trim().min(1).max(100).openapi({ example: "Ada" });
-export const TeamNameSchema = z.string().trim().min(1).max(100).openapi({ example: "Research" });
-
-export const idParam = (prefix: "team" | "usr" | "key", name = "id") =>
-  z
-    .string()
-    .regex(new RegExp(`^${prefix}_[a-z0-9]{20}$`), `must be an id of the form ${prefix}_…`)
-    .openapi({ param: { name, in: "path" }, example: `${prefix}_k3j4h5g6f7d8s9a0q1w2` });
-
-export const RoleSchema = z.enum(["owner", "admin", "member"]);
-
-export const UserSchema = z
-  .object({
-    id: z.string(),
-    email: z.string(),
-    name: z.string(),
-    is_admin: z.boolean(),
-    status: z.enum(["active", "disabled"]),
-    created_at: z.string().openapi({ format: "date-time" }),
-  })
-  .openapi("User");
-
-export const TeamSchema = z
-  .object({
-    id: z.string(),
-    name: z.string(),
-    slug: z.string(),
-    is_platform: z.boolean(),
-    created_at: z.string().openapi({ format: "date-time" }),
-    /** The caller's role in this team. */
-    role: RoleSchema,
-  })
-  .openapi("Team");
-
-export const userView = (u: UserRow): z.infer<typeof UserSchema> => ({
-  id: u.id,
-  email: u.email,
-  name: u.name,
-  is_admin: u.is_admin,
-  status: u.status,
-  created_at: u.created_at.toISOString(),
-});
-
-export const teamView = (t: TeamWithRole): z.infer<typeof TeamSchema> => ({
-  id: t.id,
-  name: t.name,
-  slug: t.slug,
-  is_platform: t.is_platform,
-  created_at: t.created_at.toISOString(),
-  role: t.role,
-});
-
-/** A URL-friendly, unique slug: the name's letters and digits plus a random suffix. */
-export function teamSlug(name: string): string {
-  const base = name
-    .toLowerCase()
-    .normalize("NFKD")
-    .replace(/[^a-z0-9]+/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 40)
-    .replace(/-+$/, "");
-  return `${base || "team"}-${randomBase36(6)}`;
-}
-
-/** Creates a team with `ownerId` as its owner (in the caller's transaction). */
-export async function createTeamOwnedBy(
-  tx: Queryable,
-  name: string,
-  ownerId: string,
-  isDefault: boolean,
-): Promise<TeamWithRole> {
-  const team: TeamRow = await insertTeam(tx, { id: newId("team"), name, slug: teamSlug(name) });
-  await addMembership(tx, {
-    team_id: team.id,
-    user_id: ownerId,
-    role: "owner",
-    is_default: isDefault,
-  });
-  return { ...team, role: "owner" };
-}
-
-/** PostgreSQL's unique_violation, as both drivers report it. */
-export function isUniqueViolation(err: unknown): boolean {
-  return typeof err === "object" && err !== null && (err as { code?: unknown }).code === "23505";
-}
-
-// ---- Auth routes ----
-
-const AuthResponseSchema = z
-  .object({ token: z.string(), user: UserSchema, team: TeamSchema })
-  .openapi("AuthResponse");
+import {
+  AuthResponseSchema,
+  createTeamOwnedBy,
+  EmailSchema,
+  forbiddenResponse,
+  idParam,
+  isUniqueViolation,
+  json,
+  PersonNameSchema,
+  TeamSchema,
+  teamView,
+  UserSchema,
+  userView,
+} from "./auth-schemas.js";
+import { loginResponse, switchedResponse } from "./auth-session.js";
 
 const SignupBody = z
   .object({
@@ -153,21 +54,21 @@ const SwitchTeamBody = z.object({ team_id: idParam("team") }).openapi("SwitchTea
 
 const MeSchema = z.object({ user: UserSchema, team: TeamSchema }).openapi("Me");
 
+const UpdateMeBody = z.object({ name: PersonNameSchema }).strict().openapi("UpdateMe");
+
+const ChangePasswordBody = z
+  .object({
+    current_password: z.string().min(1).max(PASSWORD_MAX_LENGTH),
+    new_password: z.string().min(PASSWORD_MIN_LENGTH).max(PASSWORD_MAX_LENGTH),
+  })
+  .strict()
+  .openapi("ChangePassword");
+
 const WRONG_CREDENTIALS = "wrong e-mail or password";
 
 export function authRoutes(deps: AppDeps) {
   const r = newRouter();
   const session = requireCaller(deps, { apiKey: false });
-
-  const authResponse = async (user: UserRow, team: TeamWithRole) => ({
-    token: await issueUserToken(deps.config.jwtSecret, {
-      userId: user.id,
-      teamId: team.id,
-      role: team.role,
-    }),
-    user: userView(user),
-    team: teamView(team),
-  });
 
   r.openapi(
     createRoute({
@@ -204,7 +105,7 @@ export function authRoutes(deps: AppDeps) {
         if (isUniqueViolation(err)) throw taken();
         throw err;
       }
-      return c.json(await authResponse(created.user, created.team), 201);
+      return c.json(await loginResponse(c, deps, created.user, created.team), 201);
     },
   );
 
@@ -239,7 +140,7 @@ export function authRoutes(deps: AppDeps) {
         (await deps.db.transaction((tx) =>
           createTeamOwnedBy(tx, `${user.name}'s team`, user.id, true),
         ));
-      return c.json(await authResponse(user, team), 200);
+      return c.json(await loginResponse(c, deps, user, team), 200);
     },
   );
 
@@ -268,7 +169,10 @@ export function authRoutes(deps: AppDeps) {
       if (!membership || !team) throw notFound("team");
       const user = await getUserById(deps.db, caller.userId);
       if (!user) throw unauthorized("the session's account no longer exists");
-      return c.json(await authResponse(user, { ...team, role: membership.role }), 200);
+      return c.json(
+        await switchedResponse(c, deps, user, { ...team, role: membership.role }, caller.sessionId),
+        200,
+      );
     },
   );
 
@@ -296,6 +200,67 @@ export function authRoutes(deps: AppDeps) {
         throw new ApiError(401, "unauthorized", "the session's account or team no longer exists");
       }
       return c.json({ user: userView(user), team: teamView({ ...team, role: caller.role }) }, 200);
+    },
+  );
+
+  r.openapi(
+    createRoute({
+      method: "patch",
+      path: "/me",
+      summary: "Change the logged-in user's name",
+      tags: ["auth"],
+      middleware: [session] as const,
+      security: [{ bearer: [] }],
+      request: { body: { ...json(UpdateMeBody), required: true } },
+      responses: {
+        200: { description: "The updated user", ...json(UserSchema) },
+        400: errorResponses[400],
+        401: errorResponses[401],
+        ...forbiddenResponse,
+      },
+    }),
+    async (c) => {
+      const caller = userCaller(c);
+      const user = await updateUserName(deps.db, caller.userId, c.req.valid("json").name);
+      if (!user) throw unauthorized("the session's account no longer exists");
+      return c.json(userView(user), 200);
+    },
+  );
+
+  r.openapi(
+    createRoute({
+      method: "post",
+      path: "/me/password",
+      summary: "Change the password (signs out the user's other browser sessions)",
+      tags: ["auth"],
+      middleware: [session] as const,
+      security: [{ bearer: [] }],
+      request: { body: { ...json(ChangePasswordBody), required: true } },
+      responses: {
+        204: { description: "Changed" },
+        400: {
+          description: "Invalid input, or `wrong_password`: the current password is not right",
+          ...json(ErrorSchema),
+        },
+        401: errorResponses[401],
+        ...forbiddenResponse,
+      },
+    }),
+    async (c) => {
+      const caller = userCaller(c);
+      const body = c.req.valid("json");
+      const user = await getUserById(deps.db, caller.userId);
+      if (!user) throw unauthorized("the session's account no longer exists");
+      if (!(await verifyPassword(user.password_hash, body.current_password)))
+        throw new ApiError(400, "wrong_password", "the current password is not right", {
+          field: "current_password",
+        });
+      const hash = await hashPassword(body.new_password);
+      await deps.db.transaction(async (tx) => {
+        await updateUserPassword(tx, user.id, hash);
+        await revokeOtherSessions(tx, user.id, caller.sessionId ?? null);
+      });
+      return c.body(null, 204);
     },
   );
 

@@ -29,7 +29,7 @@ import {
   TeamNameSchema,
   TeamSchema,
   teamView,
-} from "./auth.js";
+} from "./auth-schemas.js";
 
 const MemberSchema = z
   .object({

@@ -51,3 +51,16 @@ export const updateUserFlags = (
      WHERE id = $1 RETURNING *`,
     [id, patch.status ?? null, patch.is_admin ?? null],
   );
+
+export const updateUserName = (db: Queryable, id: string, name: string) =>
+  first<UserRow>(db, "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING *", [
+    id,
+    name,
+  ]);
+
+export const updateUserPassword = async (db: Queryable, id: string, passwordHash: string) => {
+  await db.query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", [
+    id,
+    passwordHash,
+  ]);
+};
