@@ -9,11 +9,13 @@ import { apiKeyRoutes } from "./api/routes/api-keys.js";
 import { authRoutes } from "./api/routes/auth.js";
 import { authSessionRoutes } from "./api/routes/auth-session.js";
 import { commandRoutes } from "./api/routes/commands.js";
+import { eventRoutes } from "./api/routes/events.js";
 import { fileRoutes } from "./api/routes/files.js";
 import { hostRoutes } from "./api/routes/hosts.js";
 import { sandboxRoutes } from "./api/routes/sandboxes.js";
 import { teamRoutes } from "./api/routes/teams.js";
 import { templateRoutes } from "./api/routes/templates.js";
+import { usageRoutes } from "./api/routes/usage.js";
 import { attachWebSockets } from "./api/ws.js";
 import { ensurePlatformTeam, seedAllInOne } from "./bootstrap/seed.js";
 import type { ServerConfig } from "./config.js";
@@ -29,6 +31,7 @@ import { Reconciler } from "./hosts/reconciler.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
+import { SandboxEvents } from "./services/sandbox-events.js";
 import { SandboxService } from "./services/sandboxes.js";
 import { TemplateService } from "./services/templates.js";
 
@@ -118,6 +121,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const sandboxes = new SandboxService(db, agents, platform.id, log);
     const templates = new TemplateService(db, sandboxes, platform.id, log);
     const deps: AppDeps = { db, config, sandboxes, agents };
+    const events = new SandboxEvents(db, log);
     const modules: RouteModule[] = [
       authRoutes,
       authSessionRoutes,
@@ -129,6 +133,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       commandRoutes,
       fileRoutes,
       templateRoutes(templates, platform.id),
+      eventRoutes(events),
+      usageRoutes,
     ];
     const app = buildApp(deps, modules);
     const lifecycle = new SandboxLifecycle(db, sandboxes, log);
@@ -175,6 +181,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         proxy.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
+        await events.close();
         await db.close();
       },
     };

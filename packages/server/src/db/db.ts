@@ -25,8 +25,16 @@ export interface Db extends Queryable {
     key: number,
     fn: () => Promise<T>,
   ): Promise<{ ran: true; value: T } | { ran: false }>;
+  /**
+   * Calls `onPayload` with the payload of every `NOTIFY channel` (pg_notify) committed by any
+   * session, this one included; resolves once listening. The returned function stops it.
+   */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+/** Channel names are SQL identifiers here (LISTEN takes no parameters). */
+export const CHANNEL_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /** The first row, or undefined. */
 export async function first<T extends object>(

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { PGlite, type Transaction, types } from "@electric-sql/pglite";
-import type { Db, Queryable } from "./db.js";
+import { CHANNEL_RE, type Db, type Queryable } from "./db.js";
 
 /**
  * Embedded PostgreSQL (PGlite, WebAssembly) in one directory. PGlite is a single session inside
@@ -202,6 +202,12 @@ export async function openPglite(dir: string): Promise<Db> {
       } finally {
         heldLocks.delete(key);
       }
+    },
+    async listen(channel, onPayload) {
+      if (!CHANNEL_RE.test(channel)) throw new Error(`not a channel name: ${channel}`);
+      // One session: NOTIFYs of our own transactions arrive with their COMMIT's response.
+      const unlisten = await pg.listen(channel, onPayload);
+      return () => unlisten();
     },
     close() {
       closing ??= (async () => {

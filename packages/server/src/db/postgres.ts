@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
 import type { Db, Queryable } from "./db.js";
+import { PgListener } from "./pg-listener.js";
 
 /**
  * PostgreSQL through a `pg` Pool. Behaves like the PGlite implementation for everything the query
@@ -114,9 +115,11 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
     );
   };
 
+  const listener = new PgListener({ connectionString: url, types: TYPES }, log, where);
   let closing: Promise<void> | undefined;
   return {
     kind: "postgres",
+    listen: (channel, onPayload) => listener.listen(channel, onPayload),
     async query<T extends object>(sql: string, params?: readonly unknown[]) {
       refuseInsideTransaction("query");
       return run<T>(pool, sql, params);
@@ -192,6 +195,7 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
     close() {
       closing ??= (async () => {
         const ended = [...live].map((c) => new Promise((resolve) => c.once("end", resolve)));
+        await listener.close();
         await pool.end();
         await Promise.all(ended);
       })();

@@ -12,8 +12,8 @@ export type Sandbox = Schemas["Sandbox"];
 export type ApiKey = Schemas["ApiKey"];
 export type Team = Schemas["Team"];
 export type User = Schemas["User"];
-/** Login/signup/refresh body; `expires_at` comes with the cookie session (dash contract). */
-export type AuthBody = Schemas["AuthResponse"] & { expires_at?: string };
+/** Login/signup/refresh body: the access token and when it expires. */
+export type AuthBody = Schemas["AuthResponse"];
 
 /** A failed API call: the server's error code and message, or a network failure. */
 export class ApiError extends Error {

@@ -63,13 +63,23 @@ class Session {
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<boolean> {
-    // Not in the generated types yet (dash contract); its body is the login body.
+  private doRefresh(): Promise<boolean> {
+    // Tabs share the cookie: two tabs refreshing with one cookie at once would look like a
+    // stolen token being replayed and end the session. A cross-tab lock runs them one after
+    // the other, so the second one sends the cookie the first one received.
+    const locks = typeof navigator === "undefined" ? undefined : navigator.locks;
+    return locks ? locks.request("nbx-refresh", () => this.refreshOnce()) : this.refreshOnce();
+  }
+
+  private async refreshOnce(): Promise<boolean> {
     const res = await fetch("/v1/auth/refresh", {
       method: "POST",
       headers: CSRF_HEADER,
       credentials: "same-origin",
-    }).catch(() => undefined);
+    }).catch((err: unknown) => {
+      console.warn("refresh: the control plane is unreachable", err);
+      return undefined;
+    });
     if (!res?.ok) return false;
     this.apply((await res.json()) as AuthBody);
     return true;
