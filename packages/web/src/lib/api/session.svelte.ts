@@ -63,12 +63,13 @@ class Session {
     return this.refreshing;
   }
 
-  private doRefresh(): Promise<boolean> {
+  private async doRefresh(): Promise<boolean> {
     // Tabs share the cookie: two tabs refreshing with one cookie at once would look like a
     // stolen token being replayed and end the session. A cross-tab lock runs them one after
     // the other, so the second one sends the cookie the first one received.
     const locks = typeof navigator === "undefined" ? undefined : navigator.locks;
-    return locks ? locks.request("nbx-refresh", () => this.refreshOnce()) : this.refreshOnce();
+    if (!locks) return this.refreshOnce();
+    return (await locks.request("nbx-refresh", () => this.refreshOnce())) as boolean;
   }
 
   private async refreshOnce(): Promise<boolean> {
