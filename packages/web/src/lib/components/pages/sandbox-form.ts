@@ -29,7 +29,12 @@ const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const TEMPLATE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** An optional integer field: undefined when blank, else the number or a message. */
-function intField(raw: string, min: number, max: number, unit: string): number | string | undefined {
+function intField(
+  raw: string,
+  min: number,
+  max: number,
+  unit: string,
+): number | string | undefined {
   const t = raw.trim();
   if (t === "") return undefined;
   if (!/^\d+$/.test(t)) return "Enter a whole number";
@@ -59,7 +64,8 @@ function mapOf(
       else out[key] = r.value;
     }
   });
-  if (Object.keys(out).length > maxEntries) errors[rows.length - 1] = `At most ${maxEntries} entries`;
+  if (Object.keys(out).length > maxEntries)
+    errors[rows.length - 1] = `At most ${maxEntries} entries`;
   return out;
 }
 
@@ -91,7 +97,9 @@ export function validate(f: SandboxForm): { body: CreateBody } | { errors: FormE
     ENV_NAME_RE.test(k) ? undefined : "Names are letters, digits and _, not starting with a digit",
   );
   const failed =
-    Object.keys(errors.fields).length + Object.keys(errors.metadata).length + Object.keys(errors.env).length;
+    Object.keys(errors.fields).length +
+    Object.keys(errors.metadata).length +
+    Object.keys(errors.env).length;
   if (failed) return { errors };
   const num = (v: number | string | undefined) => (typeof v === "number" ? v : undefined);
   return {

@@ -20,7 +20,15 @@ export function parseMetadataFilter(raw: string): Record<string, string> | null 
   return out;
 }
 
-export type SortKey = "id" | "status" | "template" | "vcpus" | "memory" | "ends" | "host" | "created";
+export type SortKey =
+  | "id"
+  | "status"
+  | "template"
+  | "vcpus"
+  | "memory"
+  | "ends"
+  | "host"
+  | "created";
 
 /** When a sandbox ends (or ended): ended_at, else the running deadline; for sorting only. */
 export function endTime(s: Sandbox): number {
