@@ -165,6 +165,8 @@ describe("management pages", () => {
     const ids = await seedSandboxes(stack, adaTeam, 3);
     await page.getByRole("button", { name: "Refresh" }).click();
     const rows = page.locator("tbody tr");
+    // The closed new-sandbox dialog has "Metadata …" inputs too: the role query skips hidden ones.
+    const metadataBox = () => page.getByRole("textbox", { name: "Metadata", exact: true });
     await eventually("3 rows", async () => (await rows.count()) === 3);
     // Newest first from the API; sorting by ID ascending puts the smallest id on top.
     const sortedIds = [...ids].sort();
@@ -178,16 +180,16 @@ describe("management pages", () => {
     assert.match((await rows.first().textContent()) ?? "", new RegExp(sortedIds[2] ?? "?"));
 
     const filtered = page.waitForRequest((r) => new URL(r.url()).searchParams.has("metadata"));
-    await page.getByLabel("Metadata").fill("seq=1");
+    await metadataBox().fill("seq=1");
     await page.getByRole("button", { name: "Filter" }).click();
     const req = await filtered;
     assert.equal(new URL(req.url()).searchParams.get("metadata"), "seq=1");
     await eventually("1 row", async () => (await rows.count()) === 1);
     assert.match((await rows.first().textContent()) ?? "", new RegExp(ids[1] ?? "?"));
-    await page.getByLabel("Metadata").fill("seq");
+    await metadataBox().fill("seq");
     await page.getByRole("button", { name: "Filter" }).click();
     await page.getByText("“seq” is not key=value").waitFor();
-    await page.getByLabel("Metadata").fill("");
+    await metadataBox().fill("");
     await page.getByRole("button", { name: "Filter" }).click();
     await eventually("3 rows again", async () => (await rows.count()) === 3);
     assert.equal(await page.getByRole("button", { name: `Snapshot ${ids[0]}` }).count(), 1);
@@ -202,8 +204,9 @@ describe("management pages", () => {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(bob),
     });
-    assert.equal(res.status, 201, await res.text());
-    const bobId = ((await res.json()) as { user: { id: string } }).user.id;
+    const signedUp = (await res.json()) as { user: { id: string } };
+    assert.equal(res.status, 201, JSON.stringify(signedUp));
+    const bobId = signedUp.user.id;
 
     await go("Team", "/team");
     await page.getByLabel("Add a member by e-mail").fill(bob.email);
