@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
 import { insertTemplate } from "../../packages/server/src/db/queries/templates.js";
 import { newId } from "../../packages/server/src/ids.js";
@@ -104,9 +104,11 @@ describe("management pages", () => {
     await page.getByRole("button", { name: "Launch py-env" }).click();
     const dialog = page.getByRole("dialog", { name: "New sandbox" });
     await dialog.waitFor();
-    await eventually("the template list", async () =>
-      (await dialog.getByLabel("Template").inputValue()) === "py-env" &&
-      (await dialog.getByRole("option", { name: "base (platform)" }).count()) === 1,
+    await eventually(
+      "the template list",
+      async () =>
+        (await dialog.getByLabel("Template").inputValue()) === "py-env" &&
+        (await dialog.getByRole("option", { name: "base (platform)" }).count()) === 1,
     );
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "hidden" });
@@ -117,6 +119,18 @@ describe("management pages", () => {
     await row("py-env").waitFor({ state: "detached" });
     const left = await stack.server.db.query("SELECT id FROM templates WHERE name = 'py-env'");
     assert.equal(left.length, 0);
+  });
+
+  test("API keys: the creator is shown by name", async () => {
+    const { page } = stack;
+    await go("API keys", "/keys");
+    await page.getByLabel("New key name").fill("ci");
+    await page.getByRole("button", { name: "Create key" }).click();
+    await page.getByTestId("key-reveal").waitFor();
+    const row = page.getByRole("row", { name: /^ci\b/ });
+    await row.getByText(ada.name, { exact: true }).waitFor();
+    await assertAccessible("keys");
+    await stack.screenshot("pages-keys");
   });
 
   test("new sandbox: inline validation first, then the API's error (no host is online)", async () => {
@@ -192,9 +206,29 @@ describe("management pages", () => {
     await metadataBox().fill("");
     await page.getByRole("button", { name: "Filter" }).click();
     await eventually("3 rows again", async () => (await rows.count()) === 3);
-    assert.equal(await page.getByRole("button", { name: `Snapshot ${ids[0]}` }).count(), 1);
     await assertAccessible("sandboxes table");
     await stack.screenshot("pages-sandboxes", { fullPage: false });
+
+    // Snapshot: the name is checked first; then the API's refusal (the host never came online).
+    await page.getByRole("button", { name: `Snapshot ${ids[0]}` }).click();
+    const snap = page.getByRole("dialog", { name: "Snapshot sandbox" });
+    await snap.getByLabel("Template name").fill("Not A Name");
+    await snap.getByRole("button", { name: "Snapshot" }).click();
+    await snap.getByText("1–63 characters a-z").waitFor();
+    await snap.getByLabel("Template name").fill("my-env");
+    await snap.getByRole("button", { name: "Snapshot" }).click();
+    const refused = snap.getByRole("alert");
+    await refused.waitFor();
+    assert.ok(((await refused.textContent()) ?? "").trim().length > 0);
+    await assertAccessible("snapshot dialog");
+    await stack.screenshot("pages-snapshot-error", { fullPage: false });
+    await snap.getByRole("button", { name: "Cancel" }).click();
+    await snap.waitFor({ state: "hidden" });
+    const still = await stack.server.db.query<{ status: string }>(
+      "SELECT status FROM sandboxes WHERE id = $1",
+      [ids[0]],
+    );
+    assert.equal(still[0]?.status, "running");
   });
 
   test("team: the owner adds a member and changes roles; a member sees no owner actions", async () => {
@@ -237,10 +271,16 @@ describe("management pages", () => {
     await logout();
     await login(bob.email, bob.password);
     await page.getByLabel("Team").selectOption(adaTeam);
-    await eventually("the switch", async () => (await page.getByLabel("Team").inputValue()) === adaTeam);
+    await eventually(
+      "the switch",
+      async () => (await page.getByLabel("Team").inputValue()) === adaTeam,
+    );
     await go("Team", "/team");
     await page.getByRole("row", { name: new RegExp(ada.email) }).waitFor();
-    assert.match((await page.getByRole("row", { name: new RegExp(bob.email) }).textContent()) ?? "", /member/);
+    assert.match(
+      (await page.getByRole("row", { name: new RegExp(bob.email) }).textContent()) ?? "",
+      /member/,
+    );
     assert.equal(await page.getByRole("button", { name: "Add member" }).count(), 0);
     assert.equal(await page.getByRole("button", { name: "Rename team" }).count(), 0);
     assert.equal(await page.getByRole("combobox", { name: /^Role of/ }).count(), 0);
@@ -249,6 +289,18 @@ describe("management pages", () => {
     assert.equal(await nav().getByRole("link", { name: "Hosts" }).count(), 0);
     await assertAccessible("team (member)");
     await stack.screenshot("pages-team-member");
+
+    await page.getByRole("button", { name: "Leave team" }).click();
+    await page
+      .getByRole("dialog", { name: "Leave team?" })
+      .getByRole("button", { name: "Leave team" })
+      .click();
+    await page.waitForURL(`${url}/sandboxes`);
+    await eventually(
+      "back in his own team",
+      async () => (await page.getByLabel("Team").inputValue()) !== adaTeam,
+    );
+    assert.equal(await roleOf(), undefined, "the membership is gone");
   });
 
   test("account: rename and change password, then log in with the new one", async () => {
@@ -269,7 +321,8 @@ describe("management pages", () => {
       });
       await page.route("**/v1/me/password", (route) => {
         sentPassword = route.request().postDataJSON();
-        const wrong = (sentPassword as { current_password: string }).current_password !== bob.password;
+        const wrong =
+          (sentPassword as { current_password: string }).current_password !== bob.password;
         return wrong
           ? route.fulfill({
               status: 400,
@@ -354,7 +407,10 @@ describe("management pages", () => {
     await dialog.getByRole("button", { name: "Delete host" }).click();
     const list = dialog.getByRole("list", { name: "Sandboxes that will be destroyed" });
     await list.waitFor();
-    assert.deepEqual((await list.getByRole("listitem").allTextContents()).sort(), [...doomed].sort());
+    assert.deepEqual(
+      (await list.getByRole("listitem").allTextContents()).sort(),
+      [...doomed].sort(),
+    );
     // Nothing is gone yet: the first try only showed what a delete would destroy.
     assert.equal(
       (await stack.server.db.query("SELECT id FROM hosts WHERE id = $1", [seededHost.id])).length,
@@ -364,7 +420,9 @@ describe("management pages", () => {
     await stack.screenshot("pages-host-delete", { fullPage: false });
     await dialog.getByRole("button", { name: "Destroy 2 and delete" }).click();
     await dialog.waitFor({ state: "hidden" });
-    await page.getByRole("row", { name: new RegExp(seededHost.name) }).waitFor({ state: "detached" });
+    await page
+      .getByRole("row", { name: new RegExp(seededHost.name) })
+      .waitFor({ state: "detached" });
     const states = await stack.server.db.query<{ status: string }>(
       "SELECT status FROM sandboxes WHERE id = ANY($1::text[])",
       [doomed],
