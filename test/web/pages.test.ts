@@ -231,6 +231,82 @@ describe("management pages", () => {
     assert.equal(still[0]?.status, "running");
   });
 
+  test("the dialogs' success paths (stood in for: they need an online host)", async () => {
+    const { page } = stack;
+    const fake = {
+      id: "standin0000000000000",
+      status: "running",
+      template: "base",
+      vcpus: 2,
+      memory_mb: 512,
+      disk_size_mb: 2048,
+      timeout_sec: 300,
+      allow_internet_access: false,
+      metadata: {},
+      host_id: null,
+      envd_version: null,
+      error: null,
+      created_at: new Date().toISOString(),
+      started_at: new Date().toISOString(),
+      last_active_at: null,
+      ended_at: null,
+    };
+    let sent: unknown;
+    await page.route("**/v1/sandboxes", (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      sent = route.request().postDataJSON();
+      return route.fulfill({ status: 201, json: fake });
+    });
+    await page.getByRole("button", { name: "New sandbox" }).click();
+    const dialog = page.getByRole("dialog", { name: "New sandbox" });
+    await dialog.getByLabel("vCPUs").fill("2");
+    await dialog.getByLabel("Internet access").uncheck();
+    await dialog.getByRole("button", { name: "Create sandbox" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await page.getByRole("row", { name: new RegExp(fake.id) }).waitFor();
+    // Blank fields are left to the server's defaults, not sent as zeros.
+    assert.deepEqual(sent, { template: "base", vcpus: 2, allow_internet_access: false });
+    await page.unroute("**/v1/sandboxes");
+
+    const target = (await page.locator("tbody tr").nth(1).textContent())?.match(
+      /[a-z0-9]{20}/,
+    )?.[0];
+    assert.ok(target && target !== fake.id);
+    await page.route("**/v1/templates", (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      const body = route.request().postDataJSON() as { sandbox_id: string; name: string };
+      sent = body;
+      return route.fulfill({
+        status: 201,
+        json: {
+          id: "tpl_standin000000000000",
+          name: body.name,
+          kind: "snapshot",
+          platform: false,
+          vcpus: 1,
+          memory_mb: 512,
+          size_bytes: 1 << 20,
+          host_id: null,
+          created_at: new Date().toISOString(),
+        },
+      });
+    });
+    await page.getByRole("button", { name: `Snapshot ${target}` }).click();
+    const snap = page.getByRole("dialog", { name: "Snapshot sandbox" });
+    await snap.getByLabel("Template name").fill("my-env");
+    await snap.getByRole("button", { name: "Snapshot" }).click();
+    await snap.getByRole("status").getByText("is ready").waitFor();
+    assert.deepEqual(sent, { sandbox_id: target, name: "my-env" });
+    assert.equal(
+      await snap.getByRole("link", { name: "Go to templates" }).getAttribute("href"),
+      "/templates",
+    );
+    await stack.screenshot("pages-snapshot-done", { fullPage: false });
+    await snap.getByRole("button", { name: "Close" }).click();
+    await page.getByRole("row", { name: new RegExp(target) }).waitFor({ state: "detached" });
+    await page.unroute("**/v1/templates");
+  });
+
   test("team: the owner adds a member and changes roles; a member sees no owner actions", async () => {
     const { page, url } = stack;
     const res = await fetch(`${url}/v1/auth/signup`, {
