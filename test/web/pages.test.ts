@@ -159,6 +159,10 @@ describe("management pages", () => {
     assert.equal(await dialog.getByLabel("vCPUs").getAttribute("aria-invalid"), "true");
     assert.equal(posts, 0, "nothing is sent while a field is wrong");
     await assertAccessible("new sandbox dialog (invalid)");
+    await page.emulateMedia({ colorScheme: "dark" });
+    await assertAccessible("new sandbox dialog (dark)");
+    await stack.screenshot("pages-new-sandbox-dark", { fullPage: false });
+    await page.emulateMedia({ colorScheme: "light" });
 
     await dialog.getByLabel("vCPUs").fill("1");
     await dialog.getByLabel("Memory (MB)").fill("512");
@@ -477,6 +481,10 @@ describe("management pages", () => {
     await page.getByRole("row", { name: /worker-1/ }).waitFor();
     await assertAccessible("hosts");
     await stack.screenshot("pages-hosts");
+    await page.emulateMedia({ colorScheme: "dark" });
+    await assertAccessible("hosts (dark)");
+    await stack.screenshot("pages-hosts-dark", { fullPage: false });
+    await page.emulateMedia({ colorScheme: "light" });
 
     await page.getByRole("button", { name: `Delete host ${seededHost.name}` }).click();
     const dialog = page.getByRole("dialog", { name: "Delete host?" });
