@@ -4,7 +4,9 @@
  * then the API's "no host" error), the sandboxes table's metadata filter and sorting, team
  * management by the owner and the member's read-only view, the account page, and the hosts page
  * for the platform admin (registration command, delete with the sandboxes it destroys).
- * The tests share one browser session and run in order; each leaves screenshots.
+ * The tests share one browser session and run in order; each leaves screenshots. One file
+ * (over 500 lines) because the steps hand state on: the owner's team and its seeded rows, the
+ * member the owner adds, the admin seeded for the hosts page, all in one control plane start.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
