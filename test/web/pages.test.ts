@@ -112,6 +112,9 @@ describe("management pages", () => {
         (await dialog.getByLabel("Template").inputValue()) === "py-env" &&
         (await dialog.getByRole("option", { name: "base (platform)" }).count()) === 1,
     );
+    // A snapshot keeps the size it was taken with: the fields show it and cannot be changed.
+    assert.equal(await dialog.getByLabel("vCPUs").isDisabled(), true);
+    assert.equal(await dialog.getByLabel("Memory (MB)").getAttribute("placeholder"), "1024");
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "hidden" });
 
