@@ -23,3 +23,15 @@ export function duration(sec: number): string {
   if (sec % 60 === 0) return `${sec / 60} min`;
   return `${sec} s`;
 }
+
+export function bytes(n: number): string {
+  if (n <= 0) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i === 0 || v >= 10 ? 0 : 1)} ${units[i]}`;
+}
