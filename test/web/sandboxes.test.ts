@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { transitionSandbox } from "../../packages/server/src/db/queries/sandboxes.js";
 import {
   seedSandboxes,
   seriousA11yViolations,
@@ -15,6 +16,7 @@ import {
 describe("sandboxes page", () => {
   let stack: WebStack;
   let ids: string[] = [];
+  let teamId = "";
   const email = `grace-${Date.now()}@example.com`;
   const password = "correct horse battery";
 
@@ -27,7 +29,7 @@ describe("sandboxes page", () => {
     await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign up" }).click();
     await page.waitForURL(`${url}/sandboxes`);
-    const teamId = await page.getByLabel("Team").inputValue();
+    teamId = await page.getByLabel("Team").inputValue();
     ids = await seedSandboxes(stack, teamId, 60);
   });
   after(async () => {
@@ -102,7 +104,7 @@ describe("sandboxes page", () => {
   });
 
   test("events from the stream update the table without a reload", async () => {
-    const { page, url } = stack;
+    const { page } = stack;
     const [paused, gone] = [ids[58] ?? "", ids[57] ?? ""];
     const row = (id: string) => page.getByRole("row", { name: new RegExp(id) });
     assert.equal(await row(paused).getByText("running").count(), 1);
@@ -111,68 +113,31 @@ describe("sandboxes page", () => {
       [paused],
     );
     assert.equal(fromApi.length, 1);
-    // This worktree's server has no /v1/events yet: stand in for it with the contract's wire
-    // format, once; later connections get 404 and the page says live updates are unavailable.
-    const sandbox = (id: string, status: string) => ({
-      id,
-      status,
-      template: "base",
-      vcpus: 1,
-      memory_mb: 512,
-      disk_size_mb: 2048,
-      timeout_sec: 300,
-      allow_internet_access: true,
-      metadata: {},
-      host_id: null,
-      envd_version: null,
-      error: null,
-      created_at: new Date().toISOString(),
-      started_at: null,
-      last_active_at: null,
-      ended_at: null,
-    });
-    let served = 0;
-    await page.route("**/v1/events", (route) => {
-      served++;
-      if (served > 1) return route.fulfill({ status: 404, body: "{}" });
-      const ev = (type: string, s: unknown) =>
-        `event: sandbox\ndata: ${JSON.stringify({ type, sandbox: s })}\n\n`;
-      return route.fulfill({
-        status: 200,
-        contentType: "text/event-stream",
-        body: `retry: 100\n: ping\n\n${ev("status", sandbox(paused, "paused"))}${ev("destroyed", sandbox(gone, "stopped"))}`,
-      });
-    });
     await page.getByLabel("Status").selectOption({ label: "Active" });
-    await page
-      .getByRole("navigation", { name: "Main" })
-      .getByRole("link", { name: "API keys" })
-      .click();
-    await page.waitForURL(`${url}/keys`);
-    await page
-      .getByRole("navigation", { name: "Main" })
-      .getByRole("link", { name: "Sandboxes" })
-      .click();
+    await page.getByText("Live updates on").waitFor();
+    // Another writer (the reconciler, another control plane) changes the rows in the database:
+    // the table follows through GET /v1/events, with no reload and no polling.
+    await transitionSandbox(stack.server.db, paused, ["running"], "paused");
+    await transitionSandbox(stack.server.db, gone, ["running"], "stopped", { ended: true });
     await row(paused).getByText("paused").waitFor();
     await row(gone).waitFor({ state: "detached" });
-    await page.getByText("Live updates are not available").waitFor();
-    await page.unroute("**/v1/events");
+    const requests: string[] = [];
+    page.on("request", (r) => requests.push(new URL(r.url()).pathname));
+    const created = (await seedSandboxes(stack, teamId, 1))[0] ?? "";
+    await row(created).waitFor();
+    assert.deepEqual(
+      requests.filter((p) => p.startsWith("/v1/sandboxes")),
+      [],
+      "the new row came from the stream, not a refetch",
+    );
   });
 
   test("keyboard: a skip link first, and every focused control shows an outline", async () => {
     const { page, url } = stack;
+    // A reload keeps the session: the refresh cookie brings a new access token.
     await page.goto(`${url}/sandboxes`);
-    // A reload ends this in-memory session where the server has no refresh cookie yet.
-    const refresh = page.getByRole("button", { name: "Refresh" });
-    const login = page.getByRole("heading", { name: "Log in to Nestbox" });
-    await refresh.or(login).waitFor();
-    if (await login.isVisible()) {
-      await page.getByLabel("E-mail").fill(email);
-      await page.getByLabel("Password").fill(password);
-      await page.getByRole("button", { name: "Log in" }).click();
-      await page.waitForURL(`${url}/sandboxes`);
-    }
     await page.getByRole("button", { name: "Refresh" }).waitFor();
+    assert.equal(new URL(page.url()).pathname, "/sandboxes");
     await page.keyboard.press("Tab");
     const skip = page.getByRole("link", { name: "Skip to content" });
     assert.equal(await skip.evaluate((el) => el === el.ownerDocument.activeElement), true);
