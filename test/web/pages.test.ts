@@ -14,6 +14,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
+import { transitionSandbox } from "../../packages/server/src/db/queries/sandboxes.js";
 import { insertTemplate } from "../../packages/server/src/db/queries/templates.js";
 import { newId } from "../../packages/server/src/ids.js";
 import {
@@ -47,7 +48,9 @@ describe("management pages", () => {
     await page.getByLabel("E-mail").fill(ada.email);
     await page.getByLabel("Password").fill(ada.password);
     await page.getByRole("button", { name: "Sign up" }).click();
-    await page.waitForURL(`${url}/sandboxes`);
+    // The usage overview is the home page.
+    await page.waitForURL(`${url}/`);
+    await page.getByRole("heading", { name: "Overview" }).waitFor();
     adaTeam = await page.getByLabel("Team").inputValue();
   });
   after(async () => {
@@ -55,7 +58,7 @@ describe("management pages", () => {
   });
 
   const nav = () => stack.page.getByRole("navigation", { name: "Main" });
-  /** Client-side navigation: this worktree's server has no refresh cookie, so a reload logs out. */
+  /** Through the sidebar, as a user would. */
   async function go(label: string, pathname: string) {
     await nav().getByRole("link", { name: label, exact: true }).click();
     await stack.page.waitForURL(`${stack.url}${pathname}`);
@@ -74,6 +77,34 @@ describe("management pages", () => {
     await page.getByRole("button", { name: "Log in" }).click();
     await nav().waitFor();
   }
+
+  test("overview: what runs now and the 24-hour chart, following the event stream", async () => {
+    const { page } = stack;
+    const stat = (label: string) => page.locator(`[data-stat="${label}"]`);
+    await page.getByText("Nothing has run in this team in the last day").waitFor();
+    assert.equal(await stat("Running").textContent(), "0");
+    // Three running sandboxes of 1 vCPU / 512 MiB arrive (as from another control plane):
+    // the numbers follow through GET /v1/events, no reload.
+    const seeded = await seedSandboxes(stack, adaTeam, 3);
+    await eventually("three running", async () => (await stat("Running").textContent()) === "3");
+    assert.equal(await stat("vCPUs reserved").textContent(), "3");
+    assert.equal(await stat("Memory reserved").textContent(), "1.5 GiB");
+    await transitionSandbox(stack.server.db, seeded[0] ?? "", ["running"], "paused");
+    await eventually("one paused", async () => (await stat("Paused").textContent()) === "1");
+    assert.equal(await stat("Running").textContent(), "2");
+    const chart = page.getByRole("img", { name: /at most 3 in the last 24 hours/ });
+    await chart.waitFor();
+    assert.ok(Number(await chart.getAttribute("data-points")) >= 288);
+    // uPlot drew into its canvas.
+    assert.equal(await chart.locator("canvas").count(), 1);
+    await assertAccessible("overview");
+    await stack.screenshot("pages-overview");
+    for (const id of seeded)
+      await transitionSandbox(stack.server.db, id, ["running", "paused"], "stopped", {
+        ended: true,
+      });
+    await eventually("none running", async () => (await stat("Running").textContent()) === "0");
+  });
 
   test("templates: team and platform ones; only team templates can be deleted", async () => {
     const { page } = stack;

@@ -28,6 +28,11 @@ describe("sandboxes page", () => {
     await page.getByLabel("E-mail").fill(email);
     await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign up" }).click();
+    await page.waitForURL(`${url}/`);
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
     await page.waitForURL(`${url}/sandboxes`);
     teamId = await page.getByLabel("Team").inputValue();
     ids = await seedSandboxes(stack, teamId, 60);

@@ -14,6 +14,11 @@ export interface NavEntry {
 
 export const NAV: readonly NavEntry[] = [
   {
+    href: "/",
+    label: "Overview",
+    icon: "M4 20V10M10 20V4M16 20v-7M22 20H2",
+  },
+  {
     href: "/sandboxes",
     label: "Sandboxes",
     icon: "M4 6h16M4 12h16M4 18h16",
