@@ -14,11 +14,18 @@ import { after, before, describe, it } from "node:test";
 import { decodeJwt } from "jose";
 import { buildApp } from "../../packages/server/src/api/app.js";
 import type { AppDeps } from "../../packages/server/src/api/context.js";
+import { apiKeyRoutes } from "../../packages/server/src/api/routes/api-keys.js";
 import { authRoutes } from "../../packages/server/src/api/routes/auth.js";
 import { authSessionRoutes } from "../../packages/server/src/api/routes/auth-session.js";
 import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
 import type { ServerConfig } from "../../packages/server/src/config.js";
+import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
+import {
+  insertPendingSandbox,
+  transitionSandbox,
+} from "../../packages/server/src/db/queries/sandboxes.js";
 import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
+import { newId, newSandboxId } from "../../packages/server/src/ids.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
 import { DB_KINDS, openTestDb, type TestDb } from "./support/db-fixture.js";
 
@@ -67,7 +74,7 @@ for (const kind of DB_KINDS) {
         sandboxes: noSandboxes,
         agents: new AgentClients(() => {}),
       };
-      app = buildApp(deps, [authRoutes, authSessionRoutes, teamRoutes]);
+      app = buildApp(deps, [authRoutes, authSessionRoutes, teamRoutes, apiKeyRoutes]);
     });
     after(async () => {
       await t?.close();
@@ -278,6 +285,76 @@ for (const kind of DB_KINDS) {
         body: { email: s.email, password: "a much better one" },
       });
       assert.equal(newPw.status, 200);
+    });
+
+    it("deletes a team: owner only, never with live sandboxes; its keys and sessions stop", async () => {
+      const s = await signupSession();
+      const team = await call("POST", "/v1/teams", { token: s.token, body: { name: "Doomed" } });
+      const teamId = team.body.id as string;
+      const sw = await call("POST", "/v1/auth/switch-team", {
+        token: s.token,
+        body: { team_id: teamId },
+      });
+      const key = await call("POST", "/v1/api-keys", { token: sw.body.token, body: { name: "k" } });
+      assert.equal(key.status, 201, JSON.stringify(key.body));
+      const member = await signupSession();
+      const added = await call("POST", `/v1/teams/${teamId}/members`, {
+        token: sw.body.token,
+        body: { email: member.email, role: "admin" },
+      });
+      assert.equal(added.status, 201, JSON.stringify(added.body));
+      const memberIn = await call("POST", "/v1/auth/switch-team", {
+        token: member.token,
+        body: { team_id: teamId },
+      });
+      const byAdmin = await call("DELETE", `/v1/teams/${teamId}`, { token: memberIn.body.token });
+      assert.equal(byAdmin.status, 403);
+
+      const hostId = newId("host");
+      await insertPendingHost(t.db, {
+        id: hostId,
+        name: `sessions-${hostId.slice(-6)}`,
+        createdBy: null,
+        tokenId: newId("htok"),
+        tokenHash: randomBytes(16).toString("hex"),
+        tokenTtlSec: 600,
+      });
+      const sb = await insertPendingSandbox(t.db, {
+        id: newSandboxId(),
+        teamId,
+        hostId,
+        templateId: null,
+        template: "base",
+        vcpus: 1,
+        memoryMb: 512,
+        diskSizeMb: 1024,
+        timeoutSec: 60,
+        allowInternetAccess: true,
+        envVars: {},
+        metadata: {},
+        envdAccessToken: null,
+      });
+      const live = await call("DELETE", `/v1/teams/${teamId}`, { token: sw.body.token });
+      assert.equal(live.status, 409);
+      assert.equal(live.body.error.code, "invalid_state");
+      assert.equal(live.body.error.live_sandboxes, 1);
+      assert.match(live.body.error.message, /kill it first/);
+      await transitionSandbox(t.db, sb.id, ["pending"], "stopped", { ended: true });
+
+      const ok = await call("DELETE", `/v1/teams/${teamId}`, { token: sw.body.token });
+      assert.equal(ok.status, 204);
+      assert.equal((await call("GET", `/v1/teams/${teamId}`, { token: s.token })).status, 404);
+      const withKey = await app.request(`${ORIGIN}/v1/api-keys`, {
+        headers: { "x-api-key": key.body.key, host: "127.0.0.1:3000" },
+      });
+      assert.equal(withKey.status, 401);
+      assert.equal((await call("GET", "/v1/me", { token: memberIn.body.token })).status, 401);
+      // The owner's cookie session continues in a team that still exists.
+      const r = await call("POST", "/v1/auth/refresh", { cookie: s.cookie, csrf: true });
+      assert.equal(r.status, 200);
+      assert.notEqual(r.body.team.id, teamId);
+      const teams = await call("GET", "/v1/teams", { token: r.body.token });
+      assert.ok(!teams.body.some((x: { id: string }) => x.id === teamId));
     });
   });
 }

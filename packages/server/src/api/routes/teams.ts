@@ -12,10 +12,11 @@ import {
   removeMembership,
   renameTeam,
   setMemberRole,
+  softDeleteTeam,
   type TeamWithRole,
 } from "../../db/queries/teams.js";
 import { getUserByEmail } from "../../db/queries/users.js";
-import { conflict, forbidden, notFound } from "../../errors.js";
+import { ApiError, conflict, forbidden, notFound } from "../../errors.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps } from "../context.js";
 import { ErrorSchema, errorResponses } from "../schemas.js";
@@ -186,6 +187,40 @@ export function teamRoutes(deps: AppDeps) {
       const renamed = await renameTeam(deps.db, team.id, name);
       await audit(caller, team.id, "team.rename", team.id, { from: team.name, to: name });
       return c.json(teamView({ ...renamed, role: team.role }), 200);
+    },
+  );
+
+  r.openapi(
+    createRoute({
+      method: "delete",
+      path: "/teams/{id}",
+      summary: "Delete a team (owner only; it must have no live sandboxes)",
+      description:
+        "Its API keys stop working and its members lose access at once. Refused with `invalid_state` while sandboxes are pending, running, paused or missing: kill them first.",
+      tags: ["teams"],
+      security: [{ bearer: [] }],
+      request: { params: TeamParams },
+      responses: {
+        204: { description: "Deleted" },
+        ...teamErrors,
+        409: { description: "The team still has live sandboxes", ...json(ErrorSchema) },
+      },
+    }),
+    async (c) => {
+      const caller = userCaller(c);
+      const team = await teamOfCaller(caller, c.req.valid("param").id);
+      if (team.role !== "owner") throw forbidden("only the team's owner can delete it");
+      if (team.is_platform) throw forbidden("the platform team cannot be deleted");
+      const outcome = await softDeleteTeam(deps.db, team.id);
+      if (outcome !== "deleted")
+        throw new ApiError(
+          409,
+          "invalid_state",
+          `the team still has ${outcome.liveSandboxes} live sandbox${outcome.liveSandboxes === 1 ? "" : "es"}: kill ${outcome.liveSandboxes === 1 ? "it" : "them"} first`,
+          { live_sandboxes: outcome.liveSandboxes },
+        );
+      await audit(caller, team.id, "team.delete", team.id, { name: team.name });
+      return c.body(null, 204);
     },
   );
 

@@ -68,6 +68,33 @@ export async function insertPlatformTeamIfMissing(
   return row;
 }
 
+/**
+ * Marks a team deleted unless it still has live sandboxes (one statement: the check and the
+ * delete cannot be split by a concurrent create's status change). Its keys stop working and its
+ * members' sessions with it (every lookup skips deleted teams); rows stay for the audit trail.
+ */
+export async function softDeleteTeam(
+  db: Queryable,
+  id: string,
+): Promise<"deleted" | { liveSandboxes: number }> {
+  const rows = await db.query<{ id: string }>(
+    `UPDATE teams SET deleted_at = now()
+     WHERE id = $1 AND deleted_at IS NULL AND NOT is_platform AND NOT EXISTS (
+       SELECT 1 FROM sandboxes
+       WHERE team_id = $1 AND status IN ('pending', 'running', 'paused', 'missing'))
+     RETURNING id`,
+    [id],
+  );
+  if (rows.length > 0) return "deleted";
+  const live = await first<{ n: number }>(
+    db,
+    `SELECT count(*)::int AS n FROM sandboxes
+     WHERE team_id = $1 AND status IN ('pending', 'running', 'paused', 'missing')`,
+    [id],
+  );
+  return { liveSandboxes: live?.n ?? 0 };
+}
+
 export async function renameTeam(db: Queryable, id: string, name: string): Promise<TeamRow> {
   const row = await first<TeamRow>(db, "UPDATE teams SET name = $2 WHERE id = $1 RETURNING *", [
     id,
