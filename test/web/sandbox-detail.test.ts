@@ -1,0 +1,218 @@
+/**
+ * The sandbox detail page against a real host agent (namespace runtime): the terminal echoes
+ * what is typed, a file dropped on the list lands in the sandbox (the terminal `cat`s it),
+ * pause and resume show without a reload and the terminal works again afterwards, the metrics
+ * chart draws samples, kill goes back to the list, and another team sees "Sandbox not found".
+ * One flow in order: each step needs the sandbox the previous one left behind.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { seriousA11yViolations, startWebStack, type WebStack } from "./support/browser-fixture.js";
+
+const WAIT = { timeout: 60_000 };
+
+describe("sandbox detail page", () => {
+  let stack: WebStack;
+  let id = "";
+  const email = `ada-${Date.now()}@example.com`;
+  const password = "correct horse battery";
+  const content = `dropped-${randomBytes(6).toString("hex")}`;
+
+  const signUp = async (name: string, mail: string) => {
+    const { page, url } = stack;
+    await page.goto(`${url}/signup`);
+    await page.getByLabel("Name").fill(name);
+    await page.getByLabel("E-mail").fill(mail);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign up" }).click();
+    await page.waitForURL(`${url}/sandboxes`);
+  };
+
+  /** The terminal's visible rows (xterm's DOM renderer). */
+  const termText = () =>
+    stack.page.evaluate<string>(
+      '(() => [...document.querySelectorAll("#panel-terminal .xterm-rows")].map((r) => r.textContent).join("\\n"))()',
+    );
+  const waitForTerm = (re: RegExp, count = 1) =>
+    stack.page.waitForFunction(
+      `(() => { const t = [...document.querySelectorAll("#panel-terminal .xterm-rows")].map((r) => r.textContent).join("\\n"); return (t.match(new RegExp(${JSON.stringify(re.source)}, "g")) || []).length >= ${count}; })()`,
+      null,
+      WAIT,
+    );
+  const tab = (name: string) => stack.page.getByRole("tab", { name, exact: true });
+  const typeInTerminal = async (line: string) => {
+    const input = stack.page.locator("#panel-terminal .xterm-helper-textarea").first();
+    await input.focus();
+    await stack.page.keyboard.type(line);
+    await stack.page.keyboard.press("Enter");
+  };
+  const status = () => stack.page.getByTestId("sandbox-status");
+
+  before(async () => {
+    stack = await startWebStack({
+      agent: { runtime: "namespace", instance: "s", slots: "8000-8049" },
+    });
+    await signUp("Ada", email);
+    // The session token is in the page's memory only: log in from here for the API call.
+    const login = await fetch(`${stack.url}/v1/auth/login`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email, password }),
+    });
+    assert.equal(login.status, 200);
+    const { token } = (await login.json()) as { token: string };
+    const created = await fetch(`${stack.url}/v1/sandboxes`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ template: "base", timeout_sec: 1800, metadata: { app: "detail" } }),
+    });
+    const body = (await created.json()) as { id: string; status: string };
+    assert.equal(created.status, 201, JSON.stringify(body));
+    id = body.id;
+  });
+  after(async () => {
+    await stack?.close();
+  });
+
+  test("overview shows the sandbox and how to connect", async () => {
+    const { page, url } = stack;
+    // From the list: the id links to the page.
+    await page.goto(`${url}/sandboxes`);
+    await page.getByRole("link", { name: id }).click();
+    await page.waitForURL(`${url}/sandboxes/${id}`);
+    await page.getByRole("heading", { name: id }).waitFor();
+    assert.equal(((await status().textContent()) ?? "").trim(), "running");
+    assert.equal(await tab("Overview").getAttribute("aria-selected"), "true");
+    const text = (await page.locator("#panel-overview").textContent()) ?? "";
+    assert.match(text, /app=detail/);
+    assert.match(text, new RegExp(`Sandbox\\.connect\\("${id}"\\)`));
+    assert.match(text, new RegExp(`E2B_API_URL=${url.replace(/[.]/g, "\\.")}`));
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-overview");
+  });
+
+  test("terminal: typed input is echoed by the shell; the tab is in the URL", async () => {
+    const { page } = stack;
+    await tab("Terminal").click();
+    await page.waitForURL(/tab=terminal/);
+    await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
+    await page.waitForFunction(
+      '(document.querySelector("#panel-terminal .xterm-rows")?.textContent ?? "").trim().length > 0',
+      null,
+      WAIT,
+    );
+    await typeInTerminal("echo hello-$RANDOM");
+    // The echoed command line has "$RANDOM"; only the shell's output has digits there.
+    await waitForTerm(/hello-\d+/);
+    assert.match(await termText(), /hello-\d+/);
+    // A reload keeps the tab (its state is in the URL).
+    await page.reload();
+    await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
+    assert.equal(await tab("Terminal").getAttribute("aria-selected"), "true");
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-terminal", { fullPage: false });
+  });
+
+  test("files: a dropped file is uploaded, listed, previewed and readable in the shell", async () => {
+    const { page } = stack;
+    await tab("Files").click();
+    const drop = page.getByTestId("file-drop");
+    await drop.locator("table").waitFor(WAIT);
+    const dataTransfer = await page.evaluateHandle(
+      `(() => { const dt = new DataTransfer(); dt.items.add(new File([${JSON.stringify(`${content}\n`)}], "dropped.txt", { type: "text/plain" })); return dt; })()`,
+    );
+    await drop.dispatchEvent("drop", { dataTransfer });
+    const entry = drop.getByRole("button", { name: "dropped.txt", exact: true });
+    await entry.waitFor(WAIT);
+    await entry.click();
+    const preview = page.getByTestId("preview-text");
+    await preview.waitFor(WAIT);
+    assert.equal(((await preview.textContent()) ?? "").trim(), content);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-files");
+
+    await tab("Terminal").click();
+    await typeInTerminal("cat ~/dropped.txt");
+    await waitForTerm(new RegExp(content));
+  });
+
+  test("pause and resume show live; the terminal and the file survive", async () => {
+    const { page } = stack;
+    await tab("Overview").click();
+    await page.getByRole("button", { name: "Pause", exact: true }).click();
+    await status().filter({ hasText: "paused" }).waitFor(WAIT);
+    await tab("Terminal").click();
+    await page
+      .getByTestId("terminal-state")
+      .filter({ hasText: "Sandbox not running" })
+      .waitFor(WAIT);
+    await stack.screenshot("sandbox-detail-paused", { fullPage: false });
+
+    await tab("Overview").click();
+    await page.getByRole("button", { name: "Resume", exact: true }).click();
+    await status().filter({ hasText: "running" }).waitFor(WAIT);
+    await tab("Terminal").click();
+    await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
+    // Once from before the pause, once now (the same shell, re-attached, or a new one).
+    const before = ((await termText()).match(new RegExp(content, "g")) ?? []).length;
+    await typeInTerminal("cat ~/dropped.txt");
+    await waitForTerm(new RegExp(content), before + 1);
+  });
+
+  test("metrics draw the sandbox's samples", async () => {
+    const { page } = stack;
+    await tab("Metrics").click();
+    const chart = page.locator("#panel-metrics [data-points]").first();
+    await chart.waitFor(WAIT);
+    await page.waitForFunction(
+      'Number(document.querySelector("#panel-metrics [data-points]")?.getAttribute("data-points")) > 0 && !!document.querySelector("#panel-metrics canvas")',
+      null,
+      WAIT,
+    );
+    assert.ok(Number(await chart.getAttribute("data-points")) > 0);
+    await page.getByRole("button", { name: "2 h" }).click();
+    assert.equal(
+      await page.getByRole("button", { name: "2 h" }).getAttribute("aria-pressed"),
+      "true",
+    );
+    await chart.waitFor(WAIT);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-metrics");
+  });
+
+  test("processes list the terminal's shell", async () => {
+    const { page } = stack;
+    await tab("Processes").click();
+    await page.locator("#panel-processes tbody tr").first().waitFor(WAIT);
+    assert.match((await page.locator("#panel-processes tbody").textContent()) ?? "", /pty-/);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-processes");
+  });
+
+  test("kill asks first, then goes back to the list", async () => {
+    const { page, url } = stack;
+    await tab("Overview").click();
+    await page.getByRole("button", { name: "Kill", exact: true }).click();
+    const dialog = page.getByRole("dialog", { name: "Kill sandbox?" });
+    await dialog.getByRole("button", { name: "Kill sandbox" }).click();
+    await page.waitForURL(`${url}/sandboxes`, WAIT);
+    const row = await stack.server.db.query<{ status: string }>(
+      "SELECT status FROM sandboxes WHERE id = $1",
+      [id],
+    );
+    assert.equal(row[0]?.status, "stopped");
+  });
+
+  test("another team's user gets Sandbox not found", async () => {
+    const { page, url } = stack;
+    await page.getByRole("button", { name: "Log out" }).click();
+    await page.waitForURL(`${url}/login`);
+    await signUp("Eve", `eve-${Date.now()}@example.com`);
+    await page.goto(`${url}/sandboxes/${id}`);
+    await page.getByRole("heading", { name: "Sandbox not found" }).waitFor(WAIT);
+    assert.equal(await page.getByRole("tab").count(), 0);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-not-found");
+  });
+});
