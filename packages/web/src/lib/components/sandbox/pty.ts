@@ -45,6 +45,8 @@ export class PtySocket {
   /** No more reconnecting: closed by us, exited, or a final error. */
   private settled = false;
   private refreshedAuth = false;
+  /** The server's last complaint, shown while retrying. */
+  private lastError = "";
 
   constructor(
     private readonly sandboxId: string,
@@ -111,7 +113,11 @@ export class PtySocket {
     }
     const wait = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** this.attempts);
     this.attempts++;
-    this.on.state("reconnecting", `${this.attemptText()}, in ${Math.round(wait / 100) / 10} s`);
+    const why = this.lastError ? `${this.lastError}; ` : "";
+    this.on.state(
+      "reconnecting",
+      `${why}${this.attemptText()}, in ${Math.round(wait / 100) / 10} s`,
+    );
     this.timer = setTimeout(() => this.connect(), wait);
   }
 
@@ -144,6 +150,7 @@ export class PtySocket {
         this.tag = msg.tag ?? this.tag;
         this.attempts = 0;
         this.refreshedAuth = false;
+        this.lastError = "";
         this.on.state("open", "");
         // The terminal may have changed size while we were away.
         if (reattached) this.resize(this.size().cols, this.size().rows);
@@ -176,6 +183,9 @@ export class PtySocket {
       this.refreshedAuth = true;
       void session.refresh().catch((err: unknown) => console.warn("pty: refresh", err));
     } else if (msg.code === "unauthorized") this.finish("failed", text);
-    else console.warn("pty:", text);
+    else {
+      this.lastError = text;
+      console.warn("pty:", text);
+    }
   }
 }
