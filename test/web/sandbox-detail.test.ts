@@ -15,6 +15,7 @@ const WAIT = { timeout: 60_000 };
 describe("sandbox detail page", () => {
   let stack: WebStack;
   let id = "";
+  let token = "";
   const email = `ada-${Date.now()}@example.com`;
   const password = "correct horse battery";
   const content = `dropped-${randomBytes(6).toString("hex")}`;
@@ -79,7 +80,7 @@ describe("sandbox detail page", () => {
       body: JSON.stringify({ email, password }),
     });
     assert.equal(login.status, 200);
-    const { token } = (await login.json()) as { token: string };
+    ({ token } = (await login.json()) as { token: string });
     const created = await fetch(`${stack.url}/v1/sandboxes`, {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
@@ -120,6 +121,9 @@ describe("sandbox detail page", () => {
       null,
       WAIT,
     );
+    await typeInTerminal("echo pid-$$");
+    await waitForTerm(/pid-\d+/);
+    const shellPid = /pid-(\d+)/.exec(await termText())?.[1];
     await typeInTerminal("echo hello-$RANDOM");
     // The echoed command line has "$RANDOM"; only the shell's output has digits there.
     await waitForTerm(/hello-\d+/);
@@ -130,6 +134,10 @@ describe("sandbox detail page", () => {
     assert.match(page.url(), /tab=terminal/);
     await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
     assert.equal(await tab("Terminal").getAttribute("aria-selected"), "true");
+    // The same shell, re-attached by its tag (kept in sessionStorage), not a new one.
+    await typeInTerminal("echo pid-$$");
+    await waitForTerm(/pid-\d+/);
+    assert.equal(/pid-(\d+)/.exec(await termText())?.[1], shellPid);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-terminal", { fullPage: false });
   });
@@ -201,13 +209,39 @@ describe("sandbox detail page", () => {
     await stack.screenshot("sandbox-detail-metrics");
   });
 
-  test("processes list the terminal's shell", async () => {
+  test("processes: listed, output attached, SIGTERM after a confirm", async () => {
     const { page } = stack;
+    const started = await fetch(`${stack.url}/v1/sandboxes/${id}/processes`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        cmd: "/bin/bash",
+        args: ["-c", "while :; do echo tick-$((n++)); sleep 0.5; done"],
+        tag: "ticker",
+      }),
+    });
+    assert.equal(started.status, 201, await started.text());
     await tab("Processes").click();
-    await page.locator("#panel-processes tbody tr").first().waitFor(WAIT);
+    await page.getByRole("button", { name: "Refresh" }).click();
+    const row = page.locator("#panel-processes tbody tr", { hasText: "ticker" });
+    await row.waitFor(WAIT);
     assert.match((await page.locator("#panel-processes tbody").textContent()) ?? "", /pty-/);
+    await page.getByRole("button", { name: "Open output of ticker" }).click();
+    await page
+      .getByTestId("proc-output")
+      .filter({ hasText: /tick-\d+/ })
+      .waitFor(WAIT);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-processes");
+
+    await page.getByRole("button", { name: "Send SIGTERM to ticker" }).click();
+    const dialog = page.getByRole("dialog", { name: "Send SIGTERM?" });
+    await dialog.getByRole("button", { name: "Send SIGTERM" }).click();
+    await row.waitFor({ state: "detached", ...WAIT });
+    await page
+      .getByTestId("proc-status")
+      .filter({ hasText: /Exited|closed/ })
+      .waitFor(WAIT);
   });
 
   test("kill asks first, then goes back to the list", async () => {

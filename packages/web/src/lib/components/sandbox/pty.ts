@@ -48,11 +48,18 @@ export class PtySocket {
   /** The server's last complaint, shown while retrying. */
   private lastError = "";
 
+  /** The tag came from before a page reload: if that shell is gone, start a new one quietly. */
+  private restored: boolean;
+
   constructor(
     private readonly sandboxId: string,
     private readonly size: () => { cols: number; rows: number },
     private readonly on: PtyEvents,
-  ) {}
+    restoredTag: string | null = null,
+  ) {
+    this.tag = restoredTag;
+    this.restored = restoredTag !== null;
+  }
 
   get url(): string {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -151,6 +158,7 @@ export class PtySocket {
         this.attempts = 0;
         this.refreshedAuth = false;
         this.lastError = "";
+        this.restored = false;
         this.on.state("open", "");
         // The terminal may have changed size while we were away.
         if (reattached) this.resize(this.size().cols, this.size().rows);
@@ -173,7 +181,11 @@ export class PtySocket {
   private error(msg: ServerFrame): void {
     const text = msg.message ?? msg.code ?? "error";
     if (msg.code === "invalid_state") this.finish("stopped", text);
-    else if (msg.code === "not_found" && this.tag) {
+    else if (msg.code === "not_found" && this.restored) {
+      // The server closes the socket next; the retry then starts a new shell.
+      this.tag = null;
+      this.restored = false;
+    } else if (msg.code === "not_found" && this.tag) {
       // The shell we re-attach to is gone (e.g. the sandbox restarted): the next try starts anew.
       this.tag = null;
       this.finish("exited", "the terminal's shell is gone");
