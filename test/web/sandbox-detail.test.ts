@@ -165,6 +165,45 @@ describe("sandbox detail page", () => {
     await waitForTerm(new RegExp(content));
   });
 
+  test("files: new folder, binary preview, rename and delete", async () => {
+    const { page } = stack;
+    await tab("Files").click();
+    const drop = page.getByTestId("file-drop");
+    await page.getByRole("button", { name: "New folder" }).click();
+    await page.getByLabel("New folder name").fill("docs");
+    await page.getByRole("button", { name: "Create" }).click();
+    await drop.getByRole("button", { name: "docs/", exact: true }).click();
+    await page.getByText("This folder is empty").waitFor(WAIT);
+    assert.equal(await page.locator('[aria-current="location"]').textContent(), "docs");
+
+    const dataTransfer = await page.evaluateHandle(
+      '(() => { const dt = new DataTransfer(); dt.items.add(new File([new Uint8Array([0x7f, 0x45, 0, 1, 2, 255])], "blob.bin")); return dt; })()',
+    );
+    await drop.dispatchEvent("drop", { dataTransfer });
+    await drop.getByRole("button", { name: "blob.bin", exact: true }).click();
+    await page.getByTestId("binary-note").waitFor(WAIT);
+    assert.equal(await page.getByTestId("preview-text").count(), 0);
+
+    await page.getByRole("button", { name: "Rename blob.bin" }).click();
+    await page.getByLabel("Rename blob.bin to").fill("renamed.bin");
+    await page.getByRole("button", { name: "Rename", exact: true }).click();
+    await drop.getByRole("button", { name: "renamed.bin", exact: true }).waitFor(WAIT);
+    assert.equal(await drop.getByRole("button", { name: "blob.bin", exact: true }).count(), 0);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+    await stack.screenshot("sandbox-detail-files-binary");
+
+    await page.getByRole("button", { name: "Delete renamed.bin" }).click();
+    const dialog = page.getByRole("dialog", { name: "Delete file?" });
+    assert.match((await dialog.textContent()) ?? "", /\/home\/user\/docs\/renamed\.bin/);
+    await dialog.getByRole("button", { name: "Delete" }).click();
+    await page.getByText("This folder is empty").waitFor(WAIT);
+    await page
+      .getByRole("navigation", { name: "Folder path" })
+      .getByRole("button", { name: "user" })
+      .click();
+    await drop.getByRole("button", { name: "dropped.txt", exact: true }).waitFor(WAIT);
+  });
+
   test("pause and resume show live; the terminal and the file survive", async () => {
     const { page } = stack;
     await tab("Overview").click();
@@ -190,7 +229,12 @@ describe("sandbox detail page", () => {
 
   test("metrics draw the sandbox's samples", async () => {
     const { page } = stack;
-    await tab("Metrics").click();
+    // The tabs follow the ARIA pattern: arrows move the selection and the focus.
+    await tab("Processes").click();
+    await page.keyboard.press("ArrowRight");
+    await page.waitForURL(/tab=metrics/);
+    assert.equal(await tab("Metrics").getAttribute("aria-selected"), "true");
+    assert.equal(await page.evaluate<string>("document.activeElement?.id ?? ''"), "tab-metrics");
     const chart = page.locator("#panel-metrics [data-points]").first();
     await chart.waitFor(WAIT);
     await page.waitForFunction(
