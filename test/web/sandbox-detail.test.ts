@@ -184,11 +184,24 @@ describe("sandbox detail page", () => {
     await page.getByTestId("binary-note").waitFor(WAIT);
     assert.equal(await page.getByTestId("preview-text").count(), 0);
 
+    // Text with a known language is highlighted (highlight.js, loaded on the first preview).
+    const script = await page.evaluateHandle(
+      '(() => { const dt = new DataTransfer(); dt.items.add(new File(["def greet(name):\\n    return f\\"hi {name}\\"\\n"], "greet.py")); return dt; })()',
+    );
+    await drop.dispatchEvent("drop", { dataTransfer: script });
+    await drop.getByRole("button", { name: "greet.py", exact: true }).click();
+    await page.getByTestId("preview-text").locator(".hljs-keyword").first().waitFor(WAIT);
+    assert.match((await page.getByTestId("preview-text").textContent()) ?? "", /def greet\(name\)/);
+    await stack.screenshot("sandbox-detail-files-highlight");
+    await drop.getByRole("button", { name: "blob.bin", exact: true }).click();
+    await page.getByTestId("binary-note").waitFor(WAIT);
+
     await page.getByRole("button", { name: "Rename blob.bin" }).click();
     await page.getByLabel("Rename blob.bin to").fill("renamed.bin");
     await page.getByRole("button", { name: "Rename", exact: true }).click();
     await drop.getByRole("button", { name: "renamed.bin", exact: true }).waitFor(WAIT);
     assert.equal(await drop.getByRole("button", { name: "blob.bin", exact: true }).count(), 0);
+    assert.equal(await page.locator("#preview-title").textContent(), "renamed.bin");
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-files-binary");
 
@@ -196,7 +209,10 @@ describe("sandbox detail page", () => {
     const dialog = page.getByRole("dialog", { name: "Delete file?" });
     assert.match((await dialog.textContent()) ?? "", /\/home\/user\/docs\/renamed\.bin/);
     await dialog.getByRole("button", { name: "Delete" }).click();
-    await page.getByText("This folder is empty").waitFor(WAIT);
+    await drop
+      .getByRole("button", { name: "renamed.bin", exact: true })
+      .waitFor({ state: "detached", ...WAIT });
+    assert.equal(await page.locator("#preview-title").count(), 0);
     await page
       .getByRole("navigation", { name: "Folder path" })
       .getByRole("button", { name: "user" })
