@@ -220,6 +220,25 @@ describe("sandbox detail page", () => {
     await drop.getByRole("button", { name: "dropped.txt", exact: true }).waitFor(WAIT);
   });
 
+  test("files: a large text file previews its first MiB only", async () => {
+    const { page } = stack;
+    const put = await fetch(`${stack.url}/v1/sandboxes/${id}/files?path=/home/user/big.txt`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/octet-stream", Authorization: `Bearer ${token}` },
+      body: "a".repeat(3 << 20),
+    });
+    assert.equal(put.status, 200, await put.text());
+    await tab("Files").click();
+    await page.getByRole("button", { name: "Refresh" }).click();
+    const drop = page.getByTestId("file-drop");
+    await drop.getByRole("button", { name: "big.txt", exact: true }).click();
+    await page.getByText("Showing the first 1.0 MiB").waitFor(WAIT);
+    const shown = await page.evaluate<number>(
+      'document.querySelector("[data-testid=preview-text]")?.textContent?.length ?? 0',
+    );
+    assert.equal(shown, 1 << 20);
+  });
+
   test("pause and resume show live; the terminal and the file survive", async () => {
     const { page } = stack;
     await tab("Overview").click();
