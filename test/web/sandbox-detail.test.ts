@@ -72,6 +72,10 @@ describe("sandbox detail page", () => {
     stack = await startWebStack({
       agent: { runtime: "namespace", instance: "s", slots: "8000-8049" },
     });
+    // Keeps the page's terminal sockets reachable, so a test can drop one as a network would.
+    await stack.context.addInitScript(
+      '(() => { const W = window.WebSocket; window.__pty = []; window.WebSocket = class extends W { constructor(...a) { super(...a); if (String(a[0]).endsWith("/pty")) window.__pty.push(this); } }; })()',
+    );
     await signUp("Ada", email);
     // The session token is in the page's memory only: log in from here for the API call.
     const login = await fetch(`${stack.url}/v1/auth/login`, {
@@ -138,6 +142,16 @@ describe("sandbox detail page", () => {
     await typeInTerminal("echo pid-$$");
     await waitForTerm(/pid-\d+/);
     assert.equal(/pid-(\d+)/.exec(await termText())?.[1], shellPid);
+
+    // The socket drops: the page says so, re-attaches by tag, and it is still the same shell.
+    const during = await page.evaluate<string>(
+      '(async () => { for (const ws of window.__pty) ws.close(); await new Promise((r) => setTimeout(r, 150)); return document.querySelector("[data-testid=terminal-state]").textContent; })()',
+    );
+    assert.match(during, /Reconnecting/);
+    await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
+    await typeInTerminal("echo again-$$");
+    await waitForTerm(/again-\d+/);
+    assert.equal(/again-(\d+)/.exec(await termText())?.[1], shellPid);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-terminal", { fullPage: false });
   });
