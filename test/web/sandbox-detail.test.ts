@@ -7,7 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { seriousA11yViolations, startWebStack, type WebStack } from "./support/browser-fixture.js";
 
 const WAIT = { timeout: 60_000 };
@@ -171,12 +173,53 @@ describe("sandbox detail page", () => {
     const preview = page.getByTestId("preview-text");
     await preview.waitFor(WAIT);
     assert.equal(((await preview.textContent()) ?? "").trim(), content);
+    const saved = page.waitForEvent("download", WAIT);
+    await page.getByRole("button", { name: "Download dropped.txt" }).click();
+    const file = await saved;
+    assert.equal(file.suggestedFilename(), "dropped.txt");
+    assert.equal(readFileSync((await file.path()) ?? "", "utf8"), `${content}\n`);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-files");
 
     await tab("Terminal").click();
     await typeInTerminal("cat ~/dropped.txt");
     await waitForTerm(new RegExp(content));
+  });
+
+  test("terminal tabs: a second shell opens, and closing it ends it", async () => {
+    const { page } = stack;
+    const shells = async () => {
+      const res = await fetch(`${stack.url}/v1/sandboxes/${id}/processes`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      const { processes } = (await res.json()) as { processes: { tag: string | null }[] };
+      return processes.filter((p) => p.tag?.startsWith("pty-")).length;
+    };
+    const before = await shells();
+    await tab("Terminal").click();
+    await page.getByRole("button", { name: "New terminal" }).click();
+    assert.equal(
+      await page
+        .getByRole("button", { name: "Terminal 2", exact: true })
+        .getAttribute("aria-pressed"),
+      "true",
+    );
+    await page
+      .locator("#panel-terminal [data-testid=terminal-state]", { hasText: "Connected" })
+      .nth(1)
+      .waitFor(WAIT);
+    assert.equal(await shells(), before + 1);
+    await page.getByRole("button", { name: "Close Terminal 2" }).click();
+    assert.equal(await page.getByRole("button", { name: "Terminal 2", exact: true }).count(), 0);
+    assert.equal(
+      await page
+        .getByRole("button", { name: "Terminal 1", exact: true })
+        .getAttribute("aria-pressed"),
+      "true",
+    );
+    const deadline = Date.now() + 30_000;
+    while ((await shells()) > before && Date.now() < deadline) await sleep(200);
+    assert.equal(await shells(), before);
   });
 
   test("files: new folder, binary preview, rename and delete", async () => {
