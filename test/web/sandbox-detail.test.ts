@@ -29,6 +29,11 @@ describe("sandbox detail page", () => {
     await page.getByLabel("E-mail").fill(mail);
     await page.getByLabel("Password").fill(password);
     await page.getByRole("button", { name: "Sign up" }).click();
+    await page.waitForURL(`${url}/`);
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
     await page.waitForURL(`${url}/sandboxes`);
   };
 
@@ -51,23 +56,10 @@ describe("sandbox detail page", () => {
     await stack.page.keyboard.press("Enter");
   };
   const status = () => stack.page.getByTestId("sandbox-status");
-  /**
-   * After a full page load: a server without cookie sessions signs the page out, and the login
-   * page brings it back to ?next=; with them, the page is simply there.
-   */
-  const signInIfAsked = async (
-    mail: string,
-    landed: () => ReturnType<WebStack["page"]["getByRole"]>,
-  ) => {
-    const { page } = stack;
-    const login = page.getByRole("button", { name: "Log in" });
-    await landed().or(login).first().waitFor(WAIT);
-    if (await login.isVisible()) {
-      await page.getByLabel("E-mail").fill(mail);
-      await page.getByLabel("Password").fill(password);
-      await login.click();
-      await landed().waitFor(WAIT);
-    }
+  /** After a full page load the cookie session brings the page back signed in. */
+  const landsSignedIn = async (landed: () => ReturnType<WebStack["page"]["getByRole"]>) => {
+    await landed().waitFor(WAIT);
+    assert.equal(await stack.page.getByRole("button", { name: "Log in" }).count(), 0);
   };
 
   before(async () => {
@@ -79,7 +71,7 @@ describe("sandbox detail page", () => {
       '(() => { const W = window.WebSocket; window.__pty = []; window.WebSocket = class extends W { constructor(...a) { super(...a); if (String(a[0]).endsWith("/pty")) window.__pty.push(this); } }; })()',
     );
     await signUp("Ada", email);
-    // The session token is in the page's memory only: log in from here for the API call.
+    // The session token is in the page's memory only: log in from here for the API calls.
     const login = await fetch(`${stack.url}/v1/auth/login`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -87,14 +79,29 @@ describe("sandbox detail page", () => {
     });
     assert.equal(login.status, 200);
     ({ token } = (await login.json()) as { token: string });
-    const created = await fetch(`${stack.url}/v1/sandboxes`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ template: "base", timeout_sec: 1800, metadata: { app: "detail" } }),
-    });
-    const body = (await created.json()) as { id: string; status: string };
-    assert.equal(created.status, 201, JSON.stringify(body));
+    // A user's way in: "New sandbox" on the list, a real agent starts it.
+    const { page } = stack;
+    await page.getByRole("button", { name: "New sandbox" }).click();
+    const dialog = page.getByRole("dialog", { name: "New sandbox" });
+    await dialog.getByLabel("Timeout (s)").fill("1800");
+    await dialog.getByRole("button", { name: "Add metadata" }).click();
+    await dialog.getByLabel("Metadata 1 key").fill("app");
+    await dialog.getByLabel("Metadata 1 value").fill("detail");
+    const createdRes = page.waitForResponse(
+      (r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/v1/sandboxes",
+      WAIT,
+    );
+    await dialog.getByRole("button", { name: "Create sandbox" }).click();
+    const res = await createdRes;
+    const body = (await res.json()) as { id: string; status: string; timeout_sec: number };
+    assert.equal(res.status(), 201, JSON.stringify(body));
+    assert.equal(body.timeout_sec, 1800);
     id = body.id;
+    await dialog.waitFor({ state: "hidden", ...WAIT });
+    await page
+      .getByRole("row", { name: new RegExp(id) })
+      .getByText("running")
+      .waitFor(WAIT);
   });
   after(async () => {
     await stack?.close();
@@ -136,7 +143,7 @@ describe("sandbox detail page", () => {
     assert.match(await termText(), /hello-\d+/);
     // A reload keeps the tab (its state is in the URL).
     await page.reload();
-    await signInIfAsked(email, () => tab("Terminal"));
+    await landsSignedIn(() => tab("Terminal"));
     assert.match(page.url(), /tab=terminal/);
     await page.getByTestId("terminal-state").filter({ hasText: "Connected" }).waitFor(WAIT);
     assert.equal(await tab("Terminal").getAttribute("aria-selected"), "true");
@@ -408,7 +415,7 @@ describe("sandbox detail page", () => {
     const eve = `eve-${Date.now()}@example.com`;
     await signUp("Eve", eve);
     await page.goto(`${url}/sandboxes/${id}`);
-    await signInIfAsked(eve, () => page.getByRole("heading", { name: "Sandbox not found" }));
+    await landsSignedIn(() => page.getByRole("heading", { name: "Sandbox not found" }));
     assert.equal(await page.getByRole("tab").count(), 0);
     assert.deepEqual(await seriousA11yViolations(page), []);
     await stack.screenshot("sandbox-detail-not-found");
