@@ -308,10 +308,11 @@ describe("management pages", () => {
     assert.deepEqual(sent, { template: "base", vcpus: 2, allow_internet_access: false });
     await page.unroute("**/v1/sandboxes");
 
-    const target = (await page.locator("tbody tr").nth(1).textContent())?.match(
-      /[a-z0-9]{20}/,
-    )?.[0];
-    assert.ok(target && target !== fake.id);
+    // Any seeded row (the table may be sorted by an earlier test, so not by position).
+    const target = (await page.locator("tbody tr").allTextContents())
+      .map((t) => /[a-z0-9]{20}/.exec(t)?.[0])
+      .find((id) => id !== undefined && id !== fake.id);
+    assert.ok(target, "a seeded row to snapshot");
     await page.route("**/v1/templates", (route) => {
       if (route.request().method() !== "POST") return route.continue();
       const body = route.request().postDataJSON() as { sandbox_id: string; name: string };
@@ -417,6 +418,60 @@ describe("management pages", () => {
       async () => (await page.getByLabel("Team").inputValue()) !== adaTeam,
     );
     assert.equal(await roleOf(), undefined, "the membership is gone");
+  });
+
+  test("team: create a team, and delete it once none of its sandboxes is live", async () => {
+    const { page, url } = stack;
+    await go("Team", "/team");
+    await page.getByRole("button", { name: "Create team" }).click();
+    await page.getByRole("alert").getByText("Enter a name for the team").waitFor();
+    await page.getByLabel("New team name").fill("Side project");
+    await page.getByRole("button", { name: "Create team" }).click();
+    await page
+      .getByLabel("Team", { exact: true })
+      .getByRole("option", { name: "Side project (owner)" })
+      .waitFor({
+        state: "attached",
+      });
+    const sideId = await page.getByLabel("Team", { exact: true }).inputValue();
+    const side = await stack.server.db.query<{ name: string }>(
+      "SELECT name FROM teams WHERE id = $1",
+      [sideId],
+    );
+    assert.equal(side[0]?.name, "Side project", "the session moved to the new team");
+    await page.getByRole("heading", { name: "Delete the team" }).waitFor();
+    await assertAccessible("team (owner, create and delete)");
+
+    const [live] = await seedSandboxes(stack, sideId, 1);
+    await page.getByRole("button", { name: "Delete team" }).click();
+    const dialog = page.getByRole("dialog", { name: "Delete team?" });
+    await dialog.getByRole("button", { name: "Delete team" }).click();
+    await dialog
+      .getByRole("alert")
+      .getByText(/live sandbox: kill it first/)
+      .waitFor();
+    await stack.screenshot("pages-team-delete-refused");
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await transitionSandbox(stack.server.db, live ?? "", ["running"], "stopped", { ended: true });
+    await page.getByRole("button", { name: "Delete team" }).click();
+    await dialog.getByRole("button", { name: "Delete team" }).click();
+    await page.waitForURL(`${url}/sandboxes`);
+    await eventually(
+      "moved to another team",
+      async () => (await page.getByLabel("Team", { exact: true }).inputValue()) !== sideId,
+    );
+    assert.equal(
+      await page
+        .getByLabel("Team")
+        .getByRole("option", { name: /Side project/ })
+        .count(),
+      0,
+    );
+    const gone = await stack.server.db.query<{ deleted: boolean }>(
+      "SELECT deleted_at IS NOT NULL AS deleted FROM teams WHERE id = $1",
+      [sideId],
+    );
+    assert.equal(gone[0]?.deleted, true);
   });
 
   test("account: rename and change password, then log in with the new one", async () => {
