@@ -40,7 +40,7 @@ function resolve(
     return { status: 400, body: { code: 400, message: "invalid sandbox id or port" } };
   }
   const rec = m.list().find((r) => r.id === id);
-  if (!rec || rec.status !== "running") {
+  if (rec?.status !== "running") {
     return { status: 502, body: gone(id) };
   }
   m.touch(id);

@@ -181,7 +181,7 @@ export function authSessionRoutes(deps: AppDeps) {
       }
       const { session } = outcome;
       const user = await getUserById(deps.db, session.user_id);
-      if (!user || user.status !== "active") {
+      if (user?.status !== "active") {
         await revokeUserSession(deps.db, session.id, "logout");
         clearRefreshCookie(c, publicUrl);
         if (user) throw forbidden("this account is disabled");
