@@ -30,11 +30,14 @@ const TABLES = [
   "host_tokens",
   "hosts",
   "memberships",
+  "refresh_tokens",
   "sandbox_metric_points",
+  "sandbox_running_periods",
   "sandboxes",
   "schema_migrations",
   "teams",
   "templates",
+  "user_sessions",
   "users",
 ];
 

@@ -6,61 +6,35 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildApp } from "../../packages/server/src/api/app.js";
-import type { AppDeps } from "../../packages/server/src/api/context.js";
 import { authRoutes } from "../../packages/server/src/api/routes/auth.js";
 import { eventRoutes } from "../../packages/server/src/api/routes/events.js";
 import { usageRoutes } from "../../packages/server/src/api/routes/usage.js";
-import type { ServerConfig } from "../../packages/server/src/config.js";
 import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
 import {
   insertPendingSandbox,
   transitionSandbox,
 } from "../../packages/server/src/db/queries/sandboxes.js";
-import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
 import { newId, newSandboxId } from "../../packages/server/src/ids.js";
-import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
 import { SandboxEvents } from "../../packages/server/src/services/sandbox-events.js";
 import { parseSse, type SseMessage } from "../../packages/web/src/lib/api/sse.js";
-import { DB_KINDS, openTestDb, type TestDb } from "./support/db-fixture.js";
-
-const unused = () => {
-  throw new Error("event routes must not use SandboxAccess");
-};
-const noSandboxes: SandboxAccess = { get: unused, running: unused, touch: unused };
+import { type AppFixture, openAppFixture } from "./support/app-fixture.js";
+import { DB_KINDS, type TestDb } from "./support/db-fixture.js";
 
 for (const kind of DB_KINDS) {
   describe(`sandbox events and usage (${kind})`, () => {
+    let fx: AppFixture;
     let t: TestDb;
     let app: ReturnType<typeof buildApp>;
     let events: SandboxEvents;
-    let dataDir: string;
     let hostId: string;
 
     before(async () => {
-      t = await openTestDb(kind);
-      dataDir = mkdtempSync(path.join(tmpdir(), "nestbox-events-"));
-      const config: ServerConfig = {
-        host: "127.0.0.1",
-        port: 0,
-        dataDir,
-        databaseUrl: undefined,
-        jwtSecret: randomBytes(32),
-        domain: "localhost",
-        publicUrl: "http://127.0.0.1:3000",
-      };
-      const deps: AppDeps = {
-        db: t.db,
-        config,
-        sandboxes: noSandboxes,
-        agents: new AgentClients(() => {}),
-      };
+      fx = await openAppFixture(kind);
+      t = fx.t;
       events = new SandboxEvents(t.db, (line) => console.error(line));
-      app = buildApp(deps, [authRoutes, eventRoutes(events), usageRoutes]);
+      app = buildApp(fx.deps, [authRoutes, eventRoutes(events), usageRoutes]);
       hostId = newId("host");
       await insertPendingHost(t.db, {
         id: hostId,
@@ -73,8 +47,7 @@ for (const kind of DB_KINDS) {
     });
     after(async () => {
       await events?.close();
-      await t?.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await fx?.close();
     });
 
     async function signup(who: string): Promise<{ token: string; teamId: string }> {

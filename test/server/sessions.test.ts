@@ -7,32 +7,22 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { decodeJwt } from "jose";
 import { buildApp } from "../../packages/server/src/api/app.js";
-import type { AppDeps } from "../../packages/server/src/api/context.js";
 import { apiKeyRoutes } from "../../packages/server/src/api/routes/api-keys.js";
 import { authRoutes } from "../../packages/server/src/api/routes/auth.js";
 import { authSessionRoutes } from "../../packages/server/src/api/routes/auth-session.js";
 import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
-import type { ServerConfig } from "../../packages/server/src/config.js";
 import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
 import {
   insertPendingSandbox,
   transitionSandbox,
 } from "../../packages/server/src/db/queries/sandboxes.js";
-import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
 import { newId, newSandboxId } from "../../packages/server/src/ids.js";
-import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
-import { DB_KINDS, openTestDb, type TestDb } from "./support/db-fixture.js";
+import { type AppFixture, openAppFixture } from "./support/app-fixture.js";
+import { DB_KINDS, type TestDb } from "./support/db-fixture.js";
 
-const unused = () => {
-  throw new Error("session routes must not use SandboxAccess");
-};
-const noSandboxes: SandboxAccess = { get: unused, running: unused, touch: unused };
 const ORIGIN = "http://127.0.0.1:3000";
 
 interface Reply {
@@ -52,33 +42,17 @@ interface Opts {
 
 for (const kind of DB_KINDS) {
   describe(`cookie sessions (${kind})`, () => {
+    let fx: AppFixture;
     let t: TestDb;
     let app: ReturnType<typeof buildApp>;
-    let dataDir: string;
 
     before(async () => {
-      t = await openTestDb(kind);
-      dataDir = mkdtempSync(path.join(tmpdir(), "nestbox-sessions-"));
-      const config: ServerConfig = {
-        host: "127.0.0.1",
-        port: 0,
-        dataDir,
-        databaseUrl: undefined,
-        jwtSecret: randomBytes(32),
-        domain: "localhost",
-        publicUrl: ORIGIN,
-      };
-      const deps: AppDeps = {
-        db: t.db,
-        config,
-        sandboxes: noSandboxes,
-        agents: new AgentClients(() => {}),
-      };
-      app = buildApp(deps, [authRoutes, authSessionRoutes, teamRoutes, apiKeyRoutes]);
+      fx = await openAppFixture(kind, ORIGIN);
+      t = fx.t;
+      app = buildApp(fx.deps, [authRoutes, authSessionRoutes, teamRoutes, apiKeyRoutes]);
     });
     after(async () => {
-      await t?.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await fx?.close();
     });
 
     async function call(method: string, url: string, o: Opts = {}): Promise<Reply> {
