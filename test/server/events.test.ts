@@ -93,21 +93,34 @@ for (const kind of DB_KINDS) {
       assert.match(res.headers.get("content-type") ?? "", /^text\/event-stream/);
       assert.ok(res.body);
       const it = parseSse(res.body)[Symbol.asyncIterator]();
-      const first = await it.next();
-      assert.equal((first.value as SseMessage).retry, 2000);
-      const next = async (): Promise<{ type: string; sandbox: { id: string; status: string } }> => {
-        const timer = setTimeout(() => ac.abort(), 10_000);
+      /** The next message, or a failure after 10 s (never a hang). */
+      const within = async () => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no event within 10 s")), 10_000);
+        });
         try {
-          for (;;) {
-            const m = await it.next();
-            assert.ok(!m.done, "the stream ended");
-            if (m.value.event === "sandbox") return JSON.parse(m.value.data);
-          }
+          return await Promise.race([it.next(), late]);
         } finally {
           clearTimeout(timer);
         }
       };
-      return { next, close: () => ac.abort() };
+      const first = await within();
+      assert.equal((first.value as SseMessage).retry, 2000);
+      const next = async (): Promise<{ type: string; sandbox: { id: string; status: string } }> => {
+        for (;;) {
+          const m = await within();
+          assert.ok(!m.done, "the stream ended");
+          if (m.value.event === "sandbox") return JSON.parse(m.value.data);
+        }
+      };
+      const close = async () => {
+        ac.abort();
+        // The server's handler ends with the request: the stream reports its end.
+        const end = await within();
+        assert.equal(end.done, true);
+      };
+      return { next, close };
     }
 
     it("streams created, status and destroyed events of the caller's team only", async () => {
@@ -140,8 +153,9 @@ for (const kind of DB_KINDS) {
       await transitionSandbox(t.db, other.id, ["pending"], "error", { error: "boom" });
       const bobNext = await streamB.next();
       assert.deepEqual([bobNext.sandbox.id, bobNext.sandbox.status], [other.id, "error"]);
-      streamA.close();
-      streamB.close();
+      await streamA.close();
+      await streamB.close();
+      assert.equal(events.subscriberCount, 0, "the handlers unsubscribed");
     });
 
     it("needs credentials", async () => {

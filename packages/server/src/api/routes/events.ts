@@ -57,6 +57,9 @@ export const eventRoutes =
           stop = resolve;
         });
         stream.onAbort(() => stop());
+        // Hono sees a closed body only on a write; the request's signal says so at once (and is
+        // all an in-process caller such as `app.request` has).
+        c.req.raw.signal.addEventListener("abort", () => stop(), { once: true });
         const send = (write: () => Promise<void>) => {
           if (++queued > MAX_QUEUED) {
             stop();

@@ -12,26 +12,36 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
   const decoder = new TextDecoder();
   let buf = "";
   let msg: SseMessage = { event: "message", data: "" };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buf += decoder.decode(value, { stream: true });
-    let nl = buf.search(/\r?\n/);
-    while (nl >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(buf[nl] === "\r" ? nl + 2 : nl + 1);
-      if (line === "") {
-        if (msg.data || msg.retry) yield msg;
-        msg = { event: "message", data: "" };
-      } else if (!line.startsWith(":")) {
-        const i = line.indexOf(":");
-        const field = i < 0 ? line : line.slice(0, i);
-        const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-        if (field === "event") msg.event = val;
-        else if (field === "data") msg.data = msg.data ? `${msg.data}\n${val}` : val;
-        else if (field === "retry" && /^\d+$/.test(val)) msg.retry = Number(val);
+  try {
+    yield* messages();
+  } finally {
+    // A consumer that stops early (`return()`, `break`) closes the stream, so the server's
+    // side ends too instead of writing to nobody.
+    await reader.cancel();
+  }
+
+  async function* messages(): AsyncGenerator<SseMessage> {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += decoder.decode(value, { stream: true });
+      let nl = buf.search(/\r?\n/);
+      while (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(buf[nl] === "\r" ? nl + 2 : nl + 1);
+        if (line === "") {
+          if (msg.data || msg.retry) yield msg;
+          msg = { event: "message", data: "" };
+        } else if (!line.startsWith(":")) {
+          const i = line.indexOf(":");
+          const field = i < 0 ? line : line.slice(0, i);
+          const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+          if (field === "event") msg.event = val;
+          else if (field === "data") msg.data = msg.data ? `${msg.data}\n${val}` : val;
+          else if (field === "retry" && /^\d+$/.test(val)) msg.retry = Number(val);
+        }
+        nl = buf.search(/\r?\n/);
       }
-      nl = buf.search(/\r?\n/);
     }
   }
 }
