@@ -15,7 +15,10 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
 import { transitionSandbox } from "../../packages/server/src/db/queries/sandboxes.js";
-import { insertTemplate } from "../../packages/server/src/db/queries/templates.js";
+import {
+  ensureBaseTemplate,
+  insertTemplate,
+} from "../../packages/server/src/db/queries/templates.js";
 import { newId } from "../../packages/server/src/ids.js";
 import {
   seedSandboxes,
@@ -109,6 +112,22 @@ describe("management pages", () => {
   test("templates: team and platform ones; only team templates can be deleted", async () => {
     const { page } = stack;
     assert.equal(await nav().getByRole("link", { name: "Hosts" }).count(), 0, "not an admin");
+    // With no template at all (the platform's `base` gone for a moment), the page says how to
+    // make one; `base` comes back the way the control plane makes it at start.
+    const [base] = await stack.server.db.query<{ team_id: string }>(
+      "SELECT team_id FROM templates WHERE id = 'tpl_base'",
+    );
+    assert.ok(base, "the platform's base template");
+    await stack.server.db.query("DELETE FROM templates WHERE id = 'tpl_base'");
+    await go("Templates", "/templates");
+    await page.getByRole("heading", { name: "No templates yet" }).waitFor();
+    assert.equal(
+      await page.getByRole("link", { name: "Sandboxes", exact: true }).last().getAttribute("href"),
+      "/sandboxes",
+    );
+    await stack.screenshot("pages-templates-empty");
+    await ensureBaseTemplate(stack.server.db, base.team_id, "tpl_base");
+    await go("Overview", "/");
     await insertTemplate(stack.server.db, {
       id: newId("tpl"),
       team_id: adaTeam,
@@ -271,83 +290,6 @@ describe("management pages", () => {
     assert.equal(still[0]?.status, "running");
   });
 
-  test("the dialogs' success paths (stood in for: they need an online host)", async () => {
-    const { page } = stack;
-    const fake = {
-      id: "standin0000000000000",
-      status: "running",
-      template: "base",
-      vcpus: 2,
-      memory_mb: 512,
-      disk_size_mb: 2048,
-      timeout_sec: 300,
-      allow_internet_access: false,
-      metadata: {},
-      host_id: null,
-      envd_version: null,
-      error: null,
-      created_at: new Date().toISOString(),
-      started_at: new Date().toISOString(),
-      last_active_at: null,
-      ended_at: null,
-    };
-    let sent: unknown;
-    await page.route("**/v1/sandboxes", (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      sent = route.request().postDataJSON();
-      return route.fulfill({ status: 201, json: fake });
-    });
-    await page.getByRole("button", { name: "New sandbox" }).click();
-    const dialog = page.getByRole("dialog", { name: "New sandbox" });
-    await dialog.getByLabel("vCPUs").fill("2");
-    await dialog.getByLabel("Internet access").uncheck();
-    await dialog.getByRole("button", { name: "Create sandbox" }).click();
-    await dialog.waitFor({ state: "hidden" });
-    await page.getByRole("row", { name: new RegExp(fake.id) }).waitFor();
-    // Blank fields are left to the server's defaults, not sent as zeros.
-    assert.deepEqual(sent, { template: "base", vcpus: 2, allow_internet_access: false });
-    await page.unroute("**/v1/sandboxes");
-
-    // Any seeded row (the table may be sorted by an earlier test, so not by position).
-    const target = (await page.locator("tbody tr").allTextContents())
-      .map((t) => /[a-z0-9]{20}/.exec(t)?.[0])
-      .find((id) => id !== undefined && id !== fake.id);
-    assert.ok(target, "a seeded row to snapshot");
-    await page.route("**/v1/templates", (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      const body = route.request().postDataJSON() as { sandbox_id: string; name: string };
-      sent = body;
-      return route.fulfill({
-        status: 201,
-        json: {
-          id: "tpl_standin000000000000",
-          name: body.name,
-          kind: "snapshot",
-          platform: false,
-          vcpus: 1,
-          memory_mb: 512,
-          size_bytes: 1 << 20,
-          host_id: null,
-          created_at: new Date().toISOString(),
-        },
-      });
-    });
-    await page.getByRole("button", { name: `Snapshot ${target}` }).click();
-    const snap = page.getByRole("dialog", { name: "Snapshot sandbox" });
-    await snap.getByLabel("Template name").fill("my-env");
-    await snap.getByRole("button", { name: "Snapshot" }).click();
-    await snap.getByRole("status").getByText("is ready").waitFor();
-    assert.deepEqual(sent, { sandbox_id: target, name: "my-env" });
-    assert.equal(
-      await snap.getByRole("link", { name: "Go to templates" }).getAttribute("href"),
-      "/templates",
-    );
-    await stack.screenshot("pages-snapshot-done", { fullPage: false });
-    await snap.getByRole("button", { name: "Close" }).click();
-    await page.getByRole("row", { name: new RegExp(target) }).waitFor({ state: "detached" });
-    await page.unroute("**/v1/templates");
-  });
-
   test("team: the owner adds a member and changes roles; a member sees no owner actions", async () => {
     const { page, url } = stack;
     const res = await fetch(`${url}/v1/auth/signup`, {
@@ -382,6 +324,32 @@ describe("management pages", () => {
     await page.getByLabel("Add a member by e-mail").fill(bob.email);
     await page.getByRole("button", { name: "Add member" }).click();
     await page.getByRole("alert").getByText("already is a member").waitFor();
+    // Removing a member asks first; cancelling keeps them, confirming ends the membership.
+    const cy = { name: "Cy", email: `cy-${stamp}@example.com`, password: "cys own password" };
+    const cyRes = await fetch(`${url}/v1/auth/signup`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(cy),
+    });
+    assert.equal(cyRes.status, 201);
+    await page.getByLabel("Add a member by e-mail").fill(cy.email);
+    await page.getByRole("button", { name: "Add member" }).click();
+    const cyRow = page.getByRole("row", { name: new RegExp(cy.email) });
+    await cyRow.waitFor();
+    const memberCount = async () =>
+      (await stack.server.db.query("SELECT 1 FROM memberships WHERE team_id = $1", [adaTeam]))
+        .length;
+    assert.equal(await memberCount(), 3);
+    await page.getByRole("button", { name: `Remove ${cy.email}` }).click();
+    const removeDialog = page.getByRole("dialog", { name: "Remove member?" });
+    await removeDialog.getByText(`${cy.email} loses access`).waitFor();
+    await removeDialog.getByRole("button", { name: "Cancel" }).click();
+    await removeDialog.waitFor({ state: "hidden" });
+    assert.equal(await memberCount(), 3, "cancel keeps the member");
+    await page.getByRole("button", { name: `Remove ${cy.email}` }).click();
+    await removeDialog.getByRole("button", { name: "Remove member" }).click();
+    await cyRow.waitFor({ state: "detached" });
+    await eventually("cy's membership is gone", async () => (await memberCount()) === 2);
     await assertAccessible("team (owner)");
     await stack.screenshot("pages-team-owner");
 
