@@ -75,30 +75,31 @@ export async function loadAll(page: Page, expected: number): Promise<number> {
  * One character typed into the search box → the next frame painted with the table filtered:
  * the keydown's timestamp to the first animation frame after the row count changed.
  */
-export async function searchKeystroke(page: Page, text: string): Promise<number> {
+export async function searchKeystroke(page: Page, text: string, total: number): Promise<number> {
   const search = page
     .getByRole("searchbox")
     .or(page.getByLabel(/search/i))
     .first();
   await search.fill("");
+  // Every row back before the keystroke, so the change counted is this keystroke's.
+  await page.waitForFunction((n) => document.querySelectorAll("tbody tr").length >= n, total, {
+    timeout: 10_000,
+  });
   await page.waitForTimeout(50);
-  const armed = page.evaluate(
-    () =>
-      new Promise<number>((resolve) => {
-        const rows = () => document.querySelectorAll("tbody tr").length;
-        const start = rows();
-        let t0 = 0;
-        document.addEventListener("keydown", (e) => (t0 = e.timeStamp), {
-          once: true,
-          capture: true,
-        });
-        const tick = () => {
-          if (t0 && rows() !== start) requestAnimationFrame((t) => resolve(t - t0));
-          else requestAnimationFrame(tick);
-        };
-        requestAnimationFrame(tick);
-      }),
-  );
+  // A string, not a function: tsx would wrap the named inner functions in a `__name` helper
+  // that does not exist in the page.
+  const armed = page.evaluate<number>(`new Promise((resolve, reject) => {
+    const rows = () => document.querySelectorAll("tbody tr").length;
+    const start = rows();
+    let t0 = 0;
+    document.addEventListener("keydown", (e) => (t0 = e.timeStamp), { once: true, capture: true });
+    const tick = () => {
+      if (t0 && rows() !== start) requestAnimationFrame((t) => resolve(t - t0));
+      else requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+    setTimeout(() => reject(new Error("the table did not change within 10 s of the keystroke")), 10_000);
+  })`);
   await search.focus();
   await page.keyboard.type(text);
   return armed;

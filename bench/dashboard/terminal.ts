@@ -38,14 +38,21 @@ export async function pageKeystroke(page: Page, key: string): Promise<number> {
         const obs = new MutationObserver(() => {
           if (!t0) return;
           obs.disconnect();
-          requestAnimationFrame((t) => resolve(t - t0));
+          // xterm.js changes its rows inside the animation frame that paints them: the time of
+          // the change is the paint's frame (waiting for the next frame would add one more).
+          resolve(performance.now() - t0);
         });
         obs.observe(rows, { subtree: true, childList: true, characterData: true });
         setTimeout(() => reject(new Error("no echo within 10 s")), 10_000);
       }),
   );
   await page.keyboard.press(key);
-  return armed;
+  return armed.catch(async (err: unknown) => {
+    const state = await page.evaluate<string>(
+      `JSON.stringify({ focused: document.activeElement?.className, rows: document.querySelectorAll(".xterm-rows").length, text: (document.querySelector(".xterm-rows")?.textContent ?? "").slice(-300) })`,
+    );
+    throw new Error(`${String(err)}; page: ${state}`);
+  });
 }
 
 export interface SdkTerminal {

@@ -96,6 +96,13 @@ describe("sandbox detail page", () => {
     const body = (await res.json()) as { id: string; status: string; timeout_sec: number };
     assert.equal(res.status(), 201, JSON.stringify(body));
     assert.equal(body.timeout_sec, 1800);
+    // Blank fields are left to the server's defaults, not sent as zeros.
+    assert.deepEqual(res.request().postDataJSON(), {
+      template: "base",
+      timeout_sec: 1800,
+      metadata: { app: "detail" },
+      allow_internet_access: true,
+    });
     id = body.id;
     await dialog.waitFor({ state: "hidden", ...WAIT });
     await page
@@ -392,6 +399,67 @@ describe("sandbox detail page", () => {
       .getByTestId("proc-status")
       .filter({ hasText: /Exited|closed/ })
       .waitFor(WAIT);
+  });
+
+  test("snapshot from the list into a template, then launch a sandbox from it", async () => {
+    const { page, url } = stack;
+    const api = (path: string, init: RequestInit = {}) =>
+      fetch(`${url}${path}`, {
+        ...init,
+        headers: { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+      });
+    const made = await api("/v1/sandboxes", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ template: "base", timeout_sec: 600 }),
+    });
+    const source = ((await made.json()) as { id: string }).id;
+    assert.equal(made.status, 201);
+    const marker = `snap-${randomBytes(4).toString("hex")}`;
+    const put = await api(`/v1/sandboxes/${source}/files?path=/home/user/marker.txt`, {
+      method: "PUT",
+      body: marker,
+    });
+    assert.equal(put.status, 200, await put.text());
+
+    await page
+      .getByRole("navigation", { name: "Main" })
+      .getByRole("link", { name: "Sandboxes" })
+      .click();
+    await page.waitForURL(`${url}/sandboxes`);
+    await page.getByRole("button", { name: `Snapshot ${source}` }).click();
+    const snap = page.getByRole("dialog", { name: "Snapshot sandbox" });
+    await snap.getByLabel("Template name").fill("detail-snap");
+    await snap.getByRole("button", { name: "Snapshot" }).click();
+    await snap.getByRole("status").getByText("is ready").waitFor({ timeout: 120_000 });
+    await page.getByRole("row", { name: new RegExp(source) }).waitFor({ state: "detached" });
+    await snap.getByRole("link", { name: "Go to templates" }).click();
+    await page.waitForURL(`${url}/templates`);
+    await page.getByRole("button", { name: "Launch detail-snap" }).click();
+    const dialog = page.getByRole("dialog", { name: "New sandbox" });
+    assert.equal(await dialog.getByLabel("Template").inputValue(), "detail-snap");
+    const createdRes = page.waitForResponse(
+      (r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/v1/sandboxes",
+      WAIT,
+    );
+    await dialog.getByRole("button", { name: "Create sandbox" }).click();
+    const res = await createdRes;
+    const child = (await res.json()) as { id: string; template: string };
+    assert.equal(res.status(), 201, JSON.stringify(child));
+    assert.equal(child.template, "detail-snap");
+    await page.waitForURL(`${url}/sandboxes`, WAIT);
+    await page
+      .getByRole("row", { name: new RegExp(child.id) })
+      .getByText("running")
+      .waitFor(WAIT);
+    // The snapshot carried the file into the new sandbox.
+    const read = await api(`/v1/sandboxes/${child.id}/files?path=/home/user/marker.txt`);
+    assert.equal(read.status, 200);
+    assert.equal(await read.text(), marker);
+    await stack.screenshot("sandbox-detail-launched-from-snapshot");
+    assert.equal((await api(`/v1/sandboxes/${child.id}`, { method: "DELETE" })).status, 204);
+    await page.goto(`${url}/sandboxes/${id}`);
+    await page.getByRole("heading", { name: id }).waitFor(WAIT);
   });
 
   test("kill asks first, then goes back to the list", async () => {
