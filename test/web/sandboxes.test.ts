@@ -70,6 +70,42 @@ describe("sandboxes page", () => {
     await page.getByLabel("Status").selectOption({ label: "Running" });
     await page.getByRole("button", { name: "Load more" }).waitFor();
     assert.equal(await bodyRows().count(), 50);
+
+    // An id beyond the loaded page: the loaded rows show no match at once, then the API is
+    // asked with the text and the row comes back from it.
+    const old = ids[2] ?? "";
+    const asked = page.waitForRequest((r) => new URL(r.url()).searchParams.has("id"));
+    await page.getByLabel("Search by id").fill(old.slice(3, 15));
+    await page.getByText(`No loaded sandbox id contains “${old.slice(3, 15)}”`).waitFor();
+    const req = new URL((await asked).url());
+    assert.equal(req.searchParams.get("id"), old.slice(3, 15));
+    assert.equal(req.searchParams.get("state"), "running");
+    await page.getByRole("row", { name: new RegExp(old) }).waitFor();
+    assert.equal(await bodyRows().count(), 1);
+    assert.equal(await page.getByRole("button", { name: "Load more" }).count(), 0);
+    // The API refuses text no id can hold, by name (the page never sends it).
+    const login = await fetch(`${stack.url}/v1/auth/login`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email, password }),
+    });
+    const { token } = (await login.json()) as { token: string };
+    const bad = await fetch(`${stack.url}/v1/sandboxes?id=NOT%25AN-ID`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(bad.status, 400);
+    const badBody = (await bad.json()) as { error: { code: string; message: string } };
+    assert.equal(badBody.error.code, "invalid_request", JSON.stringify(badBody));
+    assert.match(badBody.error.message, /\bid\b/);
+    // Cleared: the unfiltered first page again.
+    const unfiltered = page.waitForRequest(
+      (r) =>
+        new URL(r.url()).pathname === "/v1/sandboxes" && !new URL(r.url()).searchParams.has("id"),
+    );
+    await page.getByLabel("Search by id").fill("");
+    await unfiltered;
+    await page.getByRole("button", { name: "Load more" }).waitFor();
+    assert.equal(await bodyRows().count(), 50);
   });
 
   test("a failing action shows the API's message; kill asks first", async () => {

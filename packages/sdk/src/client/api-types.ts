@@ -1998,6 +1998,8 @@ export interface paths {
           state?: string;
           /** @description URL-encoded key=value&… pairs */
           metadata?: string;
+          /** @description Only sandboxes whose id contains this (a-z, 0-9) */
+          id?: string;
           limit?: number;
           next_token?: string;
         };

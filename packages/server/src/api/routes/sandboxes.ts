@@ -153,6 +153,11 @@ export function sandboxRoutes(service: SandboxService): RouteModule {
               .max(4096)
               .optional()
               .openapi({ description: "URL-encoded key=value&… pairs" }),
+            id: z
+              .string()
+              .regex(/^[a-z0-9]{1,64}$/)
+              .optional()
+              .openapi({ description: "Only sandboxes whose id contains this (a-z, 0-9)" }),
             limit: z.coerce.number().int().min(1).max(1000).default(100),
             next_token: z.string().max(512).optional(),
           }),
@@ -180,6 +185,7 @@ export function sandboxRoutes(service: SandboxService): RouteModule {
           teamId: c.get("caller").teamId,
           statuses,
           metadata: parseMetadataFilter(q.metadata),
+          idContains: q.id,
           after: q.next_token ? decodeCursor(q.next_token) : undefined,
           limit: q.limit + 1,
         });

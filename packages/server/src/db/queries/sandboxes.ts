@@ -141,6 +141,8 @@ export interface SandboxListFilter {
   startedAfter?: Date;
   /** Only sandboxes of this template (by name). */
   template?: string;
+  /** Only sandboxes whose id holds this text (ids are lowercase letters and digits). */
+  idContains?: string;
 }
 
 export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promise<SandboxRecord[]> {
@@ -162,6 +164,11 @@ export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promis
   if (f.template !== undefined) {
     params.push(f.template);
     where.push(`template = $${params.length}`);
+  }
+  if (f.idContains) {
+    // strpos, not LIKE: the text is matched as it is, with no wildcards to escape.
+    params.push(f.idContains);
+    where.push(`strpos(id, $${params.length}) > 0`);
   }
   if (f.after) {
     params.push(f.after.createdAt, f.after.id);
