@@ -23,33 +23,35 @@ export async function openPageTerminal(page: Page, url: string, id: string): Pro
   await page.locator(".xterm-helper-textarea").first().focus();
 }
 
-/** One key typed into the page's terminal → the frame after its rows changed, in ms. */
+/**
+ * One key typed into the page's terminal → its rows changed with the echo, in ms. The watch is
+ * set up and confirmed before the key is sent: an evaluate and a key event travel different
+ * paths in Chromium, so a key sent alongside could arrive first and go unseen.
+ */
 export async function pageKeystroke(page: Page, key: string): Promise<number> {
-  const armed = page.evaluate(
-    () =>
-      new Promise<number>((resolve, reject) => {
-        const rows = document.querySelector(".xterm-rows");
-        if (!rows) return reject(new Error("no .xterm-rows (is the DOM renderer in use?)"));
-        let t0 = 0;
-        document.addEventListener("keydown", (e) => (t0 = e.timeStamp), {
-          once: true,
-          capture: true,
-        });
-        const obs = new MutationObserver(() => {
-          if (!t0) return;
-          obs.disconnect();
-          // xterm.js changes its rows inside the animation frame that paints them: the time of
-          // the change is the paint's frame (waiting for the next frame would add one more).
-          resolve(performance.now() - t0);
-        });
-        obs.observe(rows, { subtree: true, childList: true, characterData: true });
-        setTimeout(() => reject(new Error("no echo within 10 s")), 10_000);
-      }),
-  );
+  // A string, not a function: tsx would wrap named inner functions in a `__name` helper that
+  // does not exist in the page.
+  await page.evaluate(`(() => {
+    const rows = document.querySelector(".xterm-rows");
+    if (!rows) throw new Error("no .xterm-rows (is the DOM renderer in use?)");
+    window.__nbxEcho = new Promise((resolve, reject) => {
+      let t0 = 0;
+      document.addEventListener("keydown", (e) => (t0 = e.timeStamp), { once: true, capture: true });
+      const obs = new MutationObserver(() => {
+        if (!t0) return;
+        obs.disconnect();
+        // xterm.js changes its rows inside the animation frame that paints them: the time of
+        // the change is the paint's frame (waiting for the next frame would add one more).
+        resolve(performance.now() - t0);
+      });
+      obs.observe(rows, { subtree: true, childList: true, characterData: true });
+      setTimeout(() => reject(new Error("no echo within 10 s")), 10_000);
+    });
+  })()`);
   await page.keyboard.press(key);
-  return armed.catch(async (err: unknown) => {
+  return page.evaluate<number>("window.__nbxEcho").catch(async (err: unknown) => {
     const state = await page.evaluate<string>(
-      `JSON.stringify({ focused: document.activeElement?.className, rows: document.querySelectorAll(".xterm-rows").length, text: (document.querySelector(".xterm-rows")?.textContent ?? "").slice(-300) })`,
+      `JSON.stringify({ focused: document.activeElement?.className, text: (document.querySelector(".xterm-rows")?.textContent ?? "").slice(-300) })`,
     );
     throw new Error(`${String(err)}; page: ${state}`);
   });
