@@ -21,23 +21,8 @@ import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
 import { authenticateApiKey } from "../../packages/server/src/auth/api-keys.js";
 import { authenticateRequestHeaders } from "../../packages/server/src/auth/middleware.js";
 import { ensurePlatformTeam, seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
-import type { ServerConfig } from "../../packages/server/src/config.js";
-import { AgentClients } from "../../packages/server/src/hosts/agent-clients.js";
-import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
-import { DB_KINDS, openTestDb, type TestDb } from "./support/db-fixture.js";
-
-/** The account routes never reach a sandbox; any call would be a bug. */
-const noSandboxes: SandboxAccess = {
-  get: () => {
-    throw new Error("account routes must not use SandboxAccess");
-  },
-  running: () => {
-    throw new Error("account routes must not use SandboxAccess");
-  },
-  touch: () => {
-    throw new Error("account routes must not use SandboxAccess");
-  },
-};
+import { type AppFixture, openAppFixture } from "./support/app-fixture.js";
+import { DB_KINDS, type TestDb } from "./support/db-fixture.js";
 
 interface Reply {
   status: number;
@@ -72,26 +57,17 @@ for (const kind of DB_KINDS) {
     let deps: AppDeps;
     let app: ReturnType<typeof buildApp>;
     const dirs: string[] = [];
+    let fx: AppFixture;
 
     before(async () => {
-      t = await openTestDb(kind);
-      const dataDir = mkdtempSync(path.join(tmpdir(), "nestbox-accounts-"));
-      dirs.push(dataDir);
-      const config: ServerConfig = {
-        host: "127.0.0.1",
-        port: 0,
-        dataDir,
-        databaseUrl: undefined,
-        jwtSecret: randomBytes(32),
-        domain: "localhost",
-        publicUrl: "http://127.0.0.1:3000",
-      };
-      deps = { db: t.db, config, sandboxes: noSandboxes, agents: new AgentClients(() => {}) };
+      fx = await openAppFixture(kind);
+      t = fx.t;
+      deps = fx.deps;
       app = buildApp(deps, [authRoutes, teamRoutes, apiKeyRoutes, adminRoutes]);
     });
 
     after(async () => {
-      await t?.close();
+      await fx?.close();
       for (const d of dirs) rmSync(d, { recursive: true, force: true });
     });
 
