@@ -107,12 +107,18 @@ for (const kind of DB_KINDS) {
       };
       const first = await within();
       assert.equal((first.value as SseMessage).retry, 2000);
-      const next = async (): Promise<{ type: string; sandbox: { id: string; status: string } }> => {
+      /** The next message that is not a ping, whatever its event. */
+      const nextMessage = async (): Promise<SseMessage> => {
         for (;;) {
           const m = await within();
           assert.ok(!m.done, "the stream ended");
-          if (m.value.event === "sandbox") return JSON.parse(m.value.data);
+          if (m.value.event !== "message") return m.value;
         }
+      };
+      const next = async (): Promise<{ type: string; sandbox: { id: string; status: string } }> => {
+        const m = await nextMessage();
+        assert.equal(m.event, "sandbox", `a sandbox event, not ${m.event}`);
+        return JSON.parse(m.data);
       };
       const close = async () => {
         ac.abort();
@@ -120,7 +126,7 @@ for (const kind of DB_KINDS) {
         const end = await within();
         assert.equal(end.done, true);
       };
-      return { next, close };
+      return { next, nextMessage, close };
     }
 
     it("streams created, status and destroyed events of the caller's team only", async () => {
@@ -156,6 +162,26 @@ for (const kind of DB_KINDS) {
       await streamA.close();
       await streamB.close();
       assert.equal(events.subscriberCount, 0, "the handlers unsubscribed");
+    });
+
+    // PGlite runs in-process: its feed has no connection to cut.
+    const cutOff = kind === "postgres" ? it : () => {};
+    cutOff("a stream whose database feed was cut off is told to re-read, and goes on", async () => {
+      const a = await signup("dee");
+      const stream = await openStream(a.token);
+      // The control plane's LISTEN connection, ended by the server as a failover would.
+      const killed = await t.db.query<{ pid: number }>(
+        `SELECT pg_terminate_backend(pid) AS pid FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()`,
+      );
+      assert.equal(killed.length, 1, "one listening connection");
+      const resync = await stream.nextMessage();
+      assert.deepEqual([resync.event, resync.data], ["resync", "{}"]);
+      // Listening again: later changes arrive as before.
+      const sb = await newSandbox(a.teamId);
+      const created = await stream.next();
+      assert.deepEqual([created.type, created.sandbox.id], ["created", sb.id]);
+      await stream.close();
     });
 
     it("needs credentials", async () => {

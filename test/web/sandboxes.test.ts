@@ -173,6 +173,74 @@ describe("sandboxes page", () => {
     );
   });
 
+  test("after the stream reconnects, the table re-reads what it missed", async () => {
+    const { page, url } = stack;
+    const target = ids[56] ?? "";
+    const row = page.getByRole("row", { name: new RegExp(target) });
+    // Every stream ends at once, as a proxy cutting it off would; the page reconnects each time.
+    let cuts = 0;
+    await page.route("**/v1/events", (route) => {
+      cuts++;
+      return route.fulfill({
+        status: 200,
+        contentType: "text/event-stream",
+        body: "retry: 300\n\n",
+      });
+    });
+    try {
+      await page.goto(`${url}/sandboxes`);
+      await row.getByText("running").waitFor();
+      while (cuts === 0) await page.waitForTimeout(50);
+      // Changed while no stream carries it: only a re-read after the reconnect can show it.
+      await transitionSandbox(stack.server.db, target, ["running"], "paused");
+    } finally {
+      await page.unroute("**/v1/events");
+    }
+    await row.getByText("paused").waitFor();
+    await page.getByText("Live updates on").waitFor();
+  });
+
+  test("a long list renders a step at a time as it scrolls", async () => {
+    const { page } = stack;
+    await seedSandboxes(stack, teamId, 120);
+    const counted = await stack.server.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM sandboxes
+        WHERE team_id = $1 AND status IN ('pending', 'running', 'paused', 'missing')`,
+      [teamId],
+    );
+    const n = counted[0]?.n ?? 0;
+    assert.ok(n > 150 && n < 200, `${n} active sandboxes`);
+    await page.getByRole("button", { name: "Refresh" }).click();
+    const more = page.getByRole("button", { name: "Load more" });
+    await more.waitFor();
+    // Each page asked for is rendered whole.
+    for (let loaded = 50; loaded < n; loaded += 50) {
+      await more.click();
+      await page.waitForFunction(
+        `document.querySelectorAll("tbody tr").length === ${Math.min(loaded + 50, n)}`,
+      );
+    }
+    assert.equal(await more.count(), 0);
+    // A new search starts from one step of 100 rows; the rest come as the end scrolls in.
+    const search = page.getByLabel("Search by id");
+    await search.fill("-");
+    await page.evaluate("window.scrollTo(0, 0)");
+    await search.fill("");
+    await page.waitForFunction('document.querySelectorAll("tbody tr").length === 100');
+    const status = page.getByText(`Showing 100 of ${n} loaded`);
+    await status.waitFor();
+    await status.scrollIntoViewIfNeeded();
+    await page.waitForFunction(`document.querySelectorAll("tbody tr").length === ${n}`);
+    assert.equal(await page.getByText(/^Showing \d+ of/).count(), 0);
+    // The button does the same for a keyboard.
+    await search.fill("-");
+    await page.evaluate("window.scrollTo(0, 0)");
+    await search.fill("");
+    await page.getByRole("button", { name: "Show more rows" }).click();
+    await page.waitForFunction(`document.querySelectorAll("tbody tr").length === ${n}`);
+    assert.deepEqual(await seriousA11yViolations(page), []);
+  });
+
   test("keyboard: a skip link first, and every focused control shows an outline", async () => {
     const { page, url } = stack;
     // A reload keeps the session: the refresh cookie brings a new access token.

@@ -4190,7 +4190,7 @@ export interface paths {
     };
     /**
      * Live sandbox events of the caller's team (text/event-stream)
-     * @description Server-sent events: `event: sandbox`, `data:` a SandboxEvent. Not replayed across reconnects.
+     * @description Server-sent events: `event: sandbox`, `data:` a SandboxEvent. Not replayed across reconnects: a client re-reads the list when it reconnects, and on `event: resync` (events may have been missed).
      */
     get: {
       parameters: {

@@ -28,8 +28,14 @@ export interface Db extends Queryable {
   /**
    * Calls `onPayload` with the payload of every `NOTIFY channel` (pg_notify) committed by any
    * session, this one included; resolves once listening. The returned function stops it.
+   * `onGap` runs when notifications may have been missed (the listening connection dropped
+   * and came back): a subscriber that mirrors state must re-read it.
    */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  listen(
+    channel: string,
+    onPayload: (payload: string) => void,
+    onGap?: () => void,
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

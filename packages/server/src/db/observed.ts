@@ -36,7 +36,7 @@ export function observedDb(inner: Db, observe: DbObserver): Db {
     transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
       timed("transaction", () => inner.transaction(fn)),
     tryWithAdvisoryLock: (key, fn) => inner.tryWithAdvisoryLock(key, fn),
-    listen: (channel, onPayload) => inner.listen(channel, onPayload),
+    listen: (channel, onPayload, onGap) => inner.listen(channel, onPayload, onGap),
     close: () => inner.close(),
   };
 }

@@ -203,6 +203,7 @@ export async function openPglite(dir: string): Promise<Db> {
         heldLocks.delete(key);
       }
     },
+    // In-process: no connection can drop between NOTIFY and us, so there is never a gap.
     async listen(channel, onPayload) {
       if (!CHANNEL_RE.test(channel)) throw new Error(`not a channel name: ${channel}`);
       // One session: NOTIFYs of our own transactions arrive with their COMMIT's response.

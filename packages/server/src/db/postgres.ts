@@ -119,7 +119,7 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
   let closing: Promise<void> | undefined;
   return {
     kind: "postgres",
-    listen: (channel, onPayload) => listener.listen(channel, onPayload),
+    listen: (channel, onPayload, onGap) => listener.listen(channel, onPayload, onGap),
     async query<T extends object>(sql: string, params?: readonly unknown[]) {
       refuseInsideTransaction("query");
       return run<T>(pool, sql, params);

@@ -16,9 +16,13 @@ export interface SandboxChange {
 }
 
 type Subscriber = (change: SandboxChange) => void;
+interface Subscription {
+  onChange: Subscriber;
+  onGap: (() => void) | undefined;
+}
 
 export class SandboxEvents {
-  private readonly byTeam = new Map<string, Set<Subscriber>>();
+  private readonly byTeam = new Map<string, Set<Subscription>>();
   private unlisten: Promise<() => Promise<void>> | undefined;
 
   constructor(
@@ -26,9 +30,16 @@ export class SandboxEvents {
     private readonly log: (line: string) => void,
   ) {}
 
-  /** Calls `fn` for each change of the team's sandboxes until the returned function runs. */
-  async subscribe(teamId: string, fn: Subscriber): Promise<() => void> {
-    this.unlisten ??= this.db.listen(SANDBOX_CHANNEL, (p) => this.dispatch(p));
+  /**
+   * Calls `fn` for each change of the team's sandboxes until the returned function runs, and
+   * `onGap` when changes may have been missed (the database's notifications were cut off).
+   */
+  async subscribe(teamId: string, fn: Subscriber, onGap?: () => void): Promise<() => void> {
+    this.unlisten ??= this.db.listen(
+      SANDBOX_CHANNEL,
+      (p) => this.dispatch(p),
+      () => this.gap(),
+    );
     try {
       await this.unlisten;
     } catch (err) {
@@ -40,10 +51,11 @@ export class SandboxEvents {
       subs = new Set();
       this.byTeam.set(teamId, subs);
     }
-    subs.add(fn);
+    const sub: Subscription = { onChange: fn, onGap };
+    subs.add(sub);
     return () => {
       const set = this.byTeam.get(teamId);
-      set?.delete(fn);
+      set?.delete(sub);
       if (set?.size === 0) this.byTeam.delete(teamId);
     };
   }
@@ -63,12 +75,19 @@ export class SandboxEvents {
       this.log(`[server] sandbox events: bad notification ${payload.slice(0, 200)}: ${err}`);
       return;
     }
-    for (const fn of this.byTeam.get(change.teamId) ?? []) {
-      try {
-        fn(change);
-      } catch (err) {
-        this.log(`[server] sandbox events: subscriber failed: ${String(err)}`);
-      }
+    for (const sub of this.byTeam.get(change.teamId) ?? []) this.call(() => sub.onChange(change));
+  }
+
+  private gap(): void {
+    this.log("[server] sandbox events: notifications were cut off; subscribers re-read");
+    for (const subs of this.byTeam.values()) for (const sub of subs) this.call(() => sub.onGap?.());
+  }
+
+  private call(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log(`[server] sandbox events: subscriber failed: ${String(err)}`);
     }
   }
 

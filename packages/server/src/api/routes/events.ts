@@ -13,7 +13,9 @@ import { SandboxSchema, sandboxView } from "./sandboxes.js";
  * updates without polling. Each is `event: sandbox` with `data: {"type","sandbox"}`; `type`
  * is `created`, `status` (any other status change) or `destroyed` (now `stopped`). A comment
  * every 15 s keeps proxies from closing an idle stream; `retry: 2000` sets the reconnect delay.
- * Events that happen while a client is disconnected are not replayed: it re-reads the list.
+ * Events that happen while a client is disconnected are not replayed: it re-reads the list
+ * when it reconnects, and when the server sends `event: resync` (the server's own feed from
+ * the database was cut off, so events may be missing from an open stream too).
  */
 
 const PING_MS = 15_000;
@@ -36,7 +38,7 @@ export const eventRoutes =
       path: "/events",
       summary: "Live sandbox events of the caller's team (text/event-stream)",
       description:
-        "Server-sent events: `event: sandbox`, `data:` a SandboxEvent. Not replayed across reconnects.",
+        "Server-sent events: `event: sandbox`, `data:` a SandboxEvent. Not replayed across reconnects: a client re-reads the list when it reconnects, and on `event: resync` (events may have been missed).",
       tags: ["sandboxes"],
       security: [{ apiKey: [] }, { bearer: [] }],
       responses: {
@@ -77,15 +79,18 @@ export const eventRoutes =
               queued--;
             });
         };
-        const unsubscribe = await events.subscribe(teamId, (change) =>
-          send(async () => {
-            const row = await getSandbox(deps.db, teamId, change.id);
-            if (!row || stream.aborted) return;
-            await stream.writeSSE({
-              event: "sandbox",
-              data: JSON.stringify({ type: eventType(change), sandbox: sandboxView(row) }),
-            });
-          }),
+        const unsubscribe = await events.subscribe(
+          teamId,
+          (change) =>
+            send(async () => {
+              const row = await getSandbox(deps.db, teamId, change.id);
+              if (!row || stream.aborted) return;
+              await stream.writeSSE({
+                event: "sandbox",
+                data: JSON.stringify({ type: eventType(change), sandbox: sandboxView(row) }),
+              });
+            }),
+          () => send(() => stream.writeSSE({ event: "resync", data: "{}" })),
         );
         const ping = setInterval(
           () => send(() => stream.write(": ping\n\n").then(() => {})),

@@ -2,6 +2,8 @@
  * GET /v1/events read with fetch streaming (EventSource cannot send the bearer header). Calls
  * `onEvent` for each `sandbox` event and reconnects after `retry` ms; resolves "unavailable"
  * when the server has no event stream (404), so the page falls back to manual refresh.
+ * Events are not replayed: `onResync` asks the page to re-read what it shows, after every
+ * reconnect and when the server says it may have missed some (`event: resync`).
  */
 import type { Sandbox } from "./client";
 import { authedFetch } from "./client";
@@ -17,9 +19,11 @@ export type StreamState = "connecting" | "live" | "unavailable" | "closed";
 export function streamEvents(
   onEvent: (e: SandboxEvent) => void,
   onState: (s: StreamState) => void,
+  onResync: () => void = () => {},
 ): () => void {
   const abort = new AbortController();
   let retryMs = 2000;
+  let wasLive = false;
   const run = async () => {
     while (!abort.signal.aborted) {
       onState("connecting");
@@ -45,9 +49,12 @@ export function streamEvents(
         continue;
       }
       onState("live");
+      if (wasLive) onResync();
+      wasLive = true;
       try {
         for await (const msg of parseSse(res.body)) {
           if (msg.retry) retryMs = msg.retry;
+          if (msg.event === "resync") onResync();
           if (msg.event !== "sandbox" || !msg.data) continue;
           try {
             onEvent(JSON.parse(msg.data) as SandboxEvent);
