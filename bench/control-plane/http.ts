@@ -1,7 +1,21 @@
 /** node:http helpers: the same client for the REST path and the raw path into the guest. */
 import { once } from "node:events";
 import http from "node:http";
+import https from "node:https";
 import { MiB, msSince } from "../lib.js";
+
+/**
+ * The raw path calls the host agent directly; a registered agent speaks only mutual TLS, so
+ * these requests present the control plane's client certificate (set by the bench stack).
+ */
+let agentTls: { ca: string; cert: string; key: string } | undefined;
+export function useAgentTls(tls: { ca: string; cert: string; key: string }): void {
+  agentTls = tls;
+}
+const requestFor = (url: string, options: http.RequestOptions): http.ClientRequest =>
+  url.startsWith("https:")
+    ? https.request(url, { ...options, ...agentTls })
+    : http.request(url, options);
 
 export interface HttpResult {
   status: number;
@@ -27,7 +41,7 @@ export async function putStream(
   method = "PUT",
 ): Promise<HttpResult> {
   const t0 = process.hrtime.bigint();
-  const req = http.request(url, {
+  const req = requestFor(url, {
     method,
     headers: {
       ...headers,
@@ -65,7 +79,7 @@ export async function getDiscard(
   headers: Record<string, string>,
 ): Promise<HttpResult> {
   const t0 = process.hrtime.bigint();
-  const req = http.request(url, { method: "GET", headers });
+  const req = requestFor(url, { method: "GET", headers });
   const response = new Promise<http.IncomingMessage>((resolve, reject) => {
     req.once("response", resolve);
     req.once("error", reject);

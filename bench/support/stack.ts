@@ -10,6 +10,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LaunchedAgent, launchAgent } from "@nestbox/cli/launch";
 import { type RunningServer, type StartOptions, startServer } from "@nestbox/server/main";
+import { useAgentTls } from "../control-plane/http.js";
 
 export const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 
@@ -80,10 +81,14 @@ export async function startBenchStack(o: BenchStackOptions): Promise<BenchStack>
   const token = readFileSync(path.join(dataDir, "local-agent-token"), "utf8").trim();
   // Credentials of an earlier run belong to a control plane that is gone.
   rmSync(path.join(NESTBOX_DIR, "agent", o.instance, "credentials.json"), { force: true });
-  const agent = await launchAgent([
-    ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
-    ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
-  ]);
+  const agent = await launchAgent(
+    [
+      ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
+      ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
+    ],
+    { tls: server.identity.clientTls() },
+  );
+  useAgentTls(server.identity.clientTls());
   const api: BenchStack["api"] = async (method, route, body) => {
     const res = await fetch(`${server.url}${route}`, {
       method,

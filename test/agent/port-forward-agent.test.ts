@@ -10,8 +10,11 @@ import { type AgentProcess, startAgent } from "./support/agent-harness.js";
 
 const DATA_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 
-async function fetchText(url: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(5000) });
+async function fetchText(
+  url: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string }> {
+  const r = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
   return { status: r.status, body: await r.text() };
 }
 
@@ -72,7 +75,7 @@ describe("port proxy reaches loopback-only services (namespace runtime)", {
     let last = { status: 0, body: "" };
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
-      last = await fetchText(url);
+      last = await fetchText(url, agent.headers);
       if (last.status === 200) break;
       await sleep(250);
     }
@@ -87,7 +90,7 @@ describe("port proxy reaches loopback-only services (namespace runtime)", {
     await agent.client.killProcess({ sandboxId: id, pid: server.pid });
     const closed = Date.now() + 10_000;
     while (Date.now() < closed) {
-      last = await fetchText(url);
+      last = await fetchText(url, agent.headers);
       if (last.status === 502) break;
       await sleep(250);
     }

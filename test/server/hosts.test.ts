@@ -9,8 +9,10 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -22,6 +24,10 @@ import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { credentialsPath } from "../../packages/agent/src/control-plane/credentials.js";
 import { ControlPlaneLink } from "../../packages/agent/src/control-plane/link.js";
+import {
+  certificateRequest,
+  loadOrCreateTlsKey,
+} from "../../packages/agent/src/control-plane/tls-identity.js";
 import { buildApp } from "../../packages/server/src/api/app.js";
 import type { AppDeps } from "../../packages/server/src/api/context.js";
 import { hostRoutes } from "../../packages/server/src/api/routes/hosts.js";
@@ -38,9 +44,16 @@ import {
   registerHost,
 } from "../../packages/server/src/hosts/registration.js";
 import { newId, newSandboxId } from "../../packages/server/src/ids.js";
+import { CertificateAuthority, pkcs8Pem } from "../../packages/server/src/pki/ca.js";
+import { ControlPlaneIdentity } from "../../packages/server/src/pki/client-identity.js";
 import type { SandboxAccess } from "../../packages/server/src/services/sandbox-access.js";
 import { shareBaseTemplate } from "../agent/support/agent-harness.js";
 import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./support/db-fixture.js";
+
+/** A certificate request for a key made once for this file (as an agent's first start would). */
+const CSR = await certificateRequest(
+  await loadOrCreateTlsKey(path.join(mkdtempSync(path.join(tmpdir(), "nbx-hosts-key-")), "k.pem")),
+);
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -63,7 +76,7 @@ function testConfig(dataDir: string): ServerConfig {
 }
 
 const FACTS = {
-  address: "http://127.0.0.1:50051",
+  address: "https://127.0.0.1:50051",
   runtime: "namespace",
   arch: "x86_64",
   cpu_cores: 2,
@@ -88,7 +101,13 @@ async function setUp(kind: DbKind): Promise<Harness> {
     db: t.db,
     config: testConfig(t.dataDir ?? tmpdir()),
     sandboxes: unusedSandboxes,
-    agents: new AgentClients(() => {}),
+    agents: new AgentClients({
+      log: () => {},
+      identity: await ControlPlaneIdentity.create(
+        (await CertificateAuthority.create()).ca,
+        () => {},
+      ),
+    }),
   };
   const app = buildApp(deps, [hostRoutes]);
   const team = await insertTeam(t.db, { id: newId("team"), name: "Ops", slug: newId("team") });
@@ -160,7 +179,7 @@ async function newHost(h: Harness, name = "h1"): Promise<{ id: string; token: st
 
 async function registered(h: Harness, name = "h1"): Promise<Creds> {
   const { token } = await newHost(h, name);
-  const res = await call(h, "POST", "/v1/hosts/register", { body: { token, ...FACTS } });
+  const res = await call(h, "POST", "/v1/hosts/register", { body: { token, csr: CSR, ...FACTS } });
   assert.equal(res.status, 201, JSON.stringify(res.body));
   return res.body as Creds;
 }
@@ -186,16 +205,32 @@ for (const kind of DB_KINDS) {
       assert.notEqual(stored[0]?.token_hash, token, "only a hash is stored");
 
       const reg = await call(h, "POST", "/v1/hosts/register", {
-        body: { token, ...FACTS, address: "http://10.1.2.3:50051/" },
+        body: { token, csr: CSR, ...FACTS, address: "https://10.1.2.3:50051/" },
       });
       assert.equal(reg.status, 201, JSON.stringify(reg.body));
       const creds = reg.body as Creds & { host: HostRow };
       assert.equal(creds.host.id, id);
       assert.equal(creds.host.status, "online");
-      assert.equal(creds.host.address, "http://10.1.2.3:50051");
+      assert.equal(creds.host.address, "https://10.1.2.3:50051");
       assert.equal(creds.host.memory_mb, 4096);
       assert.equal(creds.host.runtime, "namespace");
       assert.match(creds.refresh_token, /^[0-9a-f]{64}$/);
+      // Its server certificate: signed by the CA, the host id as subject, the address as SAN,
+      // for serving only, a week long.
+      const issued = reg.body as {
+        certificate: string;
+        ca_certificate: string;
+        certificate_expires_at: string;
+      };
+      const cert = new X509Certificate(issued.certificate);
+      const caCert = new X509Certificate(issued.ca_certificate);
+      assert.ok(cert.checkIssued(caCert) && cert.verify(caCert.publicKey), "signed by the CA");
+      assert.match(cert.subject, new RegExp(`CN=${id}`));
+      assert.equal(cert.subjectAltName, "IP Address:10.1.2.3");
+      assert.deepEqual(cert.keyUsage, ["1.3.6.1.5.5.7.3.1"]);
+      const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
+      assert.ok(days > 6.9 && days <= 7, `${days} days`);
+      assert.equal(Date.parse(issued.certificate_expires_at), Date.parse(cert.validTo));
 
       const hb = await call(h, "POST", `/v1/hosts/${id}/heartbeat`, {
         hostToken: creds.host_token,
@@ -203,7 +238,7 @@ for (const kind of DB_KINDS) {
       assert.equal(hb.status, 204, JSON.stringify(hb.body));
 
       const ref = await call(h, "POST", "/v1/hosts/auth/refresh", {
-        body: { refresh_token: creds.refresh_token },
+        body: { refresh_token: creds.refresh_token, csr: CSR },
       });
       assert.equal(ref.status, 200, JSON.stringify(ref.body));
       const next = ref.body as Creds;
@@ -215,12 +250,12 @@ for (const kind of DB_KINDS) {
       assert.equal(hb2.status, 204);
 
       const replay = await call(h, "POST", "/v1/hosts/auth/refresh", {
-        body: { refresh_token: creds.refresh_token },
+        body: { refresh_token: creds.refresh_token, csr: CSR },
       });
       assert.equal(replay.status, 401);
       assert.equal(errorCode(replay.body), "unauthorized");
       const again = await call(h, "POST", "/v1/hosts/auth/refresh", {
-        body: { refresh_token: next.refresh_token },
+        body: { refresh_token: next.refresh_token, csr: CSR },
       });
       assert.equal(again.status, 200, "the rotated token still works once");
 
@@ -233,9 +268,13 @@ for (const kind of DB_KINDS) {
 
     it("a registration token works once and not after it expired; unknown tokens are 401", async () => {
       const { id, token } = await newHost(h, "once");
-      const first = await call(h, "POST", "/v1/hosts/register", { body: { token, ...FACTS } });
+      const first = await call(h, "POST", "/v1/hosts/register", {
+        body: { token, csr: CSR, ...FACTS },
+      });
       assert.equal(first.status, 201);
-      const second = await call(h, "POST", "/v1/hosts/register", { body: { token, ...FACTS } });
+      const second = await call(h, "POST", "/v1/hosts/register", {
+        body: { token, csr: CSR, ...FACTS },
+      });
       assert.equal(second.status, 401);
       assert.equal(errorCode(second.body), "unauthorized");
 
@@ -245,13 +284,13 @@ for (const kind of DB_KINDS) {
         [expiring.id],
       );
       const late = await call(h, "POST", "/v1/hosts/register", {
-        body: { token: expiring.token, ...FACTS },
+        body: { token: expiring.token, csr: CSR, ...FACTS },
       });
       assert.equal(late.status, 401);
       assert.equal((await getHost(h.db, expiring.id))?.status, "pending");
 
       const unknown = await call(h, "POST", "/v1/hosts/register", {
-        body: { token: "0".repeat(64), ...FACTS },
+        body: { token: "0".repeat(64), csr: CSR, ...FACTS },
       });
       assert.equal(unknown.status, 401);
       assert.equal((await getHost(h.db, id))?.status, "online");
@@ -263,7 +302,7 @@ for (const kind of DB_KINDS) {
         Array.from({ length: 6 }, (_, i) =>
           registerHost(h.db, h.deps.config.jwtSecret, {
             token,
-            address: `http://10.0.0.${i + 1}:50051`,
+            address: `https://10.0.0.${i + 1}:50051`,
             runtime: "namespace",
             arch: "x86_64",
             cpuCores: 2,
@@ -351,12 +390,12 @@ for (const kind of DB_KINDS) {
 
       const hb = await call(h, "POST", `/v1/hosts/${stale.host.id}/heartbeat`, {
         hostToken: stale.host_token,
-        body: { address: "http://10.9.9.9:7000", memory_mb: 8192 },
+        body: { address: "https://10.9.9.9:7000", memory_mb: 8192 },
       });
       assert.equal(hb.status, 204);
       const back = await getHost(h.db, stale.host.id);
       assert.equal(back?.status, "online");
-      assert.equal(back?.address, "http://10.9.9.9:7000", "heartbeat facts update the host");
+      assert.equal(back?.address, "https://10.9.9.9:7000", "heartbeat facts update the host");
       assert.equal(back?.memory_mb, 8192);
       assert.equal(back?.cpu_cores, 2, "facts not sent stay");
     });
@@ -364,15 +403,16 @@ for (const kind of DB_KINDS) {
     it("rejects invalid input with the field named", async () => {
       const { token } = await newHost(h, "inputs");
       const cases: [Record<string, unknown>, string][] = [
-        [{ ...FACTS, address: "ftp://10.0.0.1/" }, "address"],
-        [{ ...FACTS, address: "not a url" }, "address"],
-        [{ ...FACTS, address: "http://u:p@10.0.0.1" }, "address"],
-        [{ ...FACTS, memory_mb: -1 }, "memory_mb"],
-        [{ ...FACTS, cpu_cores: 1.5 }, "cpu_cores"],
-        [{ ...FACTS, disk_mb: "10" }, "disk_mb"],
-        [{ ...FACTS, runtime: "docker" }, "runtime"],
-        [{ ...FACTS, arch: "x86 64" }, "arch"],
-        [{ ...FACTS, extra: 1 }, ""],
+        [{ ...FACTS, csr: CSR, address: "ftp://10.0.0.1/" }, "address"],
+        [{ ...FACTS, csr: CSR, address: "not a url" }, "address"],
+        [{ ...FACTS, csr: CSR, address: "https://u:p@10.0.0.1" }, "address"],
+        [{ ...FACTS, csr: CSR, address: "http://10.0.0.1:50051" }, "address"],
+        [{ ...FACTS, csr: CSR, memory_mb: -1 }, "memory_mb"],
+        [{ ...FACTS, csr: CSR, cpu_cores: 1.5 }, "cpu_cores"],
+        [{ ...FACTS, csr: CSR, disk_mb: "10" }, "disk_mb"],
+        [{ ...FACTS, csr: CSR, runtime: "docker" }, "runtime"],
+        [{ ...FACTS, csr: CSR, arch: "x86 64" }, "arch"],
+        [{ ...FACTS, csr: CSR, extra: 1 }, ""],
       ];
       for (const [facts, field] of cases) {
         const res = await call(h, "POST", "/v1/hosts/register", { body: { token, ...facts } });
@@ -401,8 +441,19 @@ for (const kind of DB_KINDS) {
         body: "{",
       });
       assert.equal(malformed.status, 400);
+      const badCsr = await call(h, "POST", "/v1/hosts/register", {
+        body: {
+          token,
+          ...FACTS,
+          csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        },
+      });
+      assert.equal(badCsr.status, 400);
+      assert.equal(errorCode(badCsr.body), "invalid_csr");
       // The token was never consumed by the bad requests.
-      const ok = await call(h, "POST", "/v1/hosts/register", { body: { token, ...FACTS } });
+      const ok = await call(h, "POST", "/v1/hosts/register", {
+        body: { token, csr: CSR, ...FACTS },
+      });
       assert.equal(ok.status, 201);
     });
 
@@ -443,7 +494,7 @@ for (const kind of DB_KINDS) {
       });
       assert.equal(hb.status, 404, "the agent learns its host is gone");
       const ref = await call(h, "POST", "/v1/hosts/auth/refresh", {
-        body: { refresh_token: creds.refresh_token },
+        body: { refresh_token: creds.refresh_token, csr: CSR },
       });
       assert.equal(ref.status, 401);
       const gone = await call(h, "DELETE", `/v1/hosts/${id}`, { bearer: h.adminToken });
@@ -538,7 +589,7 @@ describe("agent control-plane link (in process, pglite)", () => {
       log,
       heartbeatIntervalMs: 50,
     });
-    await link.start(agentFacts("http://127.0.0.1:1234"));
+    await link.start(agentFacts("https://127.0.0.1:1234"));
     const stored = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
     assert.equal(stored.hostId, id);
     assert.equal(stored.controlPlane, cp.url, "stored without the trailing slash");
@@ -566,18 +617,18 @@ describe("agent control-plane link (in process, pglite)", () => {
       log,
       heartbeatIntervalMs: 50,
     });
-    await second.start(agentFacts("http://127.0.0.1:1235"));
+    await second.start(agentFacts("https://127.0.0.1:1235"));
     const refreshed = await until("a refreshed credentials file", async () => {
       const now = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
       return now.refreshToken !== stored.refreshToken ? now : undefined;
     });
     assert.equal(refreshed.hostId, id);
     await until("the new address", async () =>
-      (await getHost(h.db, id))?.address === "http://127.0.0.1:1235" ? true : undefined,
+      (await getHost(h.db, id))?.address === "https://127.0.0.1:1235" ? true : undefined,
     );
     await second.stop();
     const replay = await call(h, "POST", "/v1/hosts/auth/refresh", {
-      body: { refresh_token: stored.refreshToken },
+      body: { refresh_token: stored.refreshToken, csr: CSR },
     });
     assert.equal(replay.status, 401, "the agent rotated its refresh token");
     assert.ok(lines.some((l) => l.msg === "host token refreshed"));
@@ -599,7 +650,7 @@ describe("agent control-plane link (in process, pglite)", () => {
     const { token } = await newHost(h, "used");
     await registerHost(h.db, h.deps.config.jwtSecret, {
       token,
-      address: "http://127.0.0.1:1",
+      address: "https://127.0.0.1:1",
       runtime: "namespace",
       arch: "x86_64",
       cpuCores: 1,
@@ -613,7 +664,7 @@ describe("agent control-plane link (in process, pglite)", () => {
       credentialsFile: file,
       log,
     });
-    await assert.rejects(link.start(agentFacts("http://127.0.0.1:1")), /401/);
+    await assert.rejects(link.start(agentFacts("https://127.0.0.1:1")), /401/);
     assert.equal(existsSync(file), false);
   });
 
@@ -628,7 +679,9 @@ describe("agent control-plane link (in process, pglite)", () => {
       log,
       heartbeatIntervalMs: 50,
     });
-    await link.start(agentFacts("http://127.0.0.1:1236"));
+    let deletedCalls = 0;
+    link.on({ onHostDeleted: () => deletedCalls++ });
+    await link.start(agentFacts("https://127.0.0.1:1236"));
     const del = await call(h, "DELETE", `/v1/hosts/${id}`, { bearer: h.adminToken });
     assert.equal(del.status, 204);
     await until("the deleted-host message", async () =>
@@ -637,6 +690,7 @@ describe("agent control-plane link (in process, pglite)", () => {
         : undefined,
     );
     assert.equal(existsSync(file), false);
+    assert.equal(deletedCalls, 1, "the agent is told to destroy its sandboxes and exit");
     const count = lines.length;
     await sleep(300);
     assert.equal(lines.length, count, "no more heartbeats, no more log lines");
@@ -653,7 +707,7 @@ describe("agent control-plane link (in process, pglite)", () => {
       credentialsFile: credentialsPath(dir, "d"),
       log,
     });
-    const started = link.start(agentFacts("http://127.0.0.1:1237"));
+    const started = link.start(agentFacts("https://127.0.0.1:1237"));
     await sleep(3_500);
     const warnings = lines.filter((l) => l.level === "warn");
     // Attempts at 0, 1, 3 s (backoff 1 s, 2 s): 3 failures, warnings for the 1st and 2nd only.
@@ -771,7 +825,7 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
       const host = await getHost(h.db, id);
       return host?.status === "online" ? host : undefined;
     });
-    assert.equal(online.address, `http://127.0.0.1:${port1}`);
+    assert.equal(online.address, `https://127.0.0.1:${port1}`, "agents serve TLS only");
     assert.equal(online.runtime, "namespace");
     assert.ok((online.cpu_cores ?? 0) > 0 && (online.memory_mb ?? 0) > 0);
     // The host is online as soon as the control plane answered; the agent then stores the answer.
@@ -780,6 +834,9 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const creds = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
     assert.equal(creds.hostId, id);
+    const keyFile = path.join(path.dirname(file), "tls-key.pem");
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600, "the agent's key is 0600");
+    await checkAgentTrust(h, id, online.address ?? "");
     await agent.stop();
 
     // Restart on another port, with no token: stored credentials; the heartbeat brings the
@@ -795,13 +852,16 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
       "--control-plane",
       cp.url,
       "--advertise-url",
-      `http://localhost:${port2}`,
+      `https://localhost:${port2}`,
     ]);
     const back = await until("a heartbeat from the restarted agent", async () => {
       const host = await getHost(h.db, id);
       return host?.status === "online" ? host : undefined;
     });
-    assert.equal(back.address, `http://localhost:${port2}`);
+    assert.equal(back.address, `https://localhost:${port2}`);
+    // The control plane calls it at its new address with the certificate it already had.
+    const listed = await h.deps.agents.get(id, back.address).listSandboxes({});
+    assert.ok(Array.isArray(listed.sandboxes));
     assert.match(agent.logs(), /using stored control plane credentials/);
     const hosts = await h.db.query("SELECT id FROM hosts");
     assert.equal(hosts.length, 1, "no second host was created");
@@ -809,6 +869,69 @@ describe("nestbox agent registers with a control plane (namespace runtime)", () 
     agent = undefined;
   });
 });
+
+/** Every caller but the control plane is refused by a registered agent, and it by no other. */
+async function checkAgentTrust(h: Harness, hostId: string, address: string): Promise<void> {
+  const identity = h.deps.agents.identity;
+  assert.ok(identity);
+  const ca = identity.ca;
+  const url = `${address}/hostagent.v1.HostAgentService/ListSandboxes`;
+  const call = (tls: https.RequestOptions) =>
+    new Promise<number>((resolve, reject) => {
+      const req = https.request(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        ca: ca.certificatePem,
+        ...tls,
+        agent: false,
+        timeout: 10_000,
+      });
+      req.on("response", (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      });
+      req.on("error", reject);
+      req.on("timeout", () => req.destroy(new Error("timed out")));
+      req.end("{}");
+    });
+  const cp = identity.clientTls();
+  assert.equal(await call({ cert: cp.cert, key: cp.key }), 200, "the control plane is served");
+
+  const other = (await CertificateAuthority.create()).ca;
+  const otherId = await other.issueControlPlaneIdentity();
+  const selfSigned = await CertificateAuthority.create();
+  const expired = await ca.issueControlPlaneIdentity(-60_000);
+  const hostKey = await loadOrCreateTlsKey(
+    path.join(mkdtempSync(path.join(tmpdir(), "nbx-hostkey-")), "k.pem"),
+  );
+  const hostCert = await ca.issueHostCertificate(
+    await CertificateAuthority.checkRequest(await certificateRequest(hostKey)),
+    hostId,
+    address,
+  );
+  const refused: [string, https.RequestOptions][] = [
+    ["no client certificate", {}],
+    [
+      "a self-signed certificate",
+      { cert: selfSigned.ca.certificatePem, key: pkcs8Pem(selfSigned.pkcs8) },
+    ],
+    ["another CA's certificate", { cert: otherId.certPem, key: otherId.keyPem }],
+    ["an expired certificate", { cert: expired.certPem, key: expired.keyPem }],
+    ["a host's certificate", { cert: hostCert.certificatePem, key: hostKey }],
+  ];
+  for (const [what, tls] of refused)
+    await assert.rejects(call(tls), Error, `${what} must be refused`);
+  await assert.rejects(
+    fetch(url.replace("https:", "http:"), { method: "POST", body: "{}" }),
+    "plain HTTP is not served",
+  );
+  // The control plane refuses an agent whose certificate names another host.
+  await assert.rejects(
+    h.deps.agents.get("host_aaaaaaaaaaaaaaaaaaaa", address).listSandboxes({}),
+    /not of host_aaaaaaaaaaaaaaaaaaaa/,
+  );
+  h.deps.agents.forget("host_aaaaaaaaaaaaaaaaaaaa");
+}
 
 function spawnAndWait(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {

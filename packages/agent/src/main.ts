@@ -1,4 +1,3 @@
-import { createServer } from "node:http";
 import type { Socket } from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -11,6 +10,13 @@ import {
   ControlPlaneLink,
   normaliseBaseUrl,
 } from "./control-plane/link.js";
+import {
+  type AgentListener,
+  agentTokenPath,
+  loadOrCreateAgentToken,
+  tlsListener,
+  tokenListener,
+} from "./listener.js";
 import type { Logger } from "./log.js";
 import { SandboxManager } from "./manager/manager.js";
 import { ensureHostFirewall } from "./network/host-firewall.js";
@@ -23,6 +29,11 @@ const HELP = `Usage: nestbox agent [options]
 
 The host agent: runs this host's sandboxes (QEMU microVMs or namespaces) and serves
 hostagent.v1.HostAgentService over Connect RPC. Needs root (namespaces, TAP, nftables).
+
+Who may call it: registered with a control plane, it serves TLS 1.3 only, with the certificate
+the control plane issued it, and accepts only the control plane's client certificate. On its
+own, every request needs the token in <data-dir>/agent/<instance>/agent-token (0600, made at
+first start) in the X-Nestbox-Agent-Token header.
 
 Options:
   --listen <host:port>       address to serve on (default 127.0.0.1:50051)
@@ -40,8 +51,8 @@ Options:
   --registration-token <t>   one-time token from POST /v1/hosts (or $NESTBOX_REGISTRATION_TOKEN);
                              needed only until credentials are stored in
                              <data-dir>/agent/<instance>/credentials.json
-  --advertise-url <url>      where the control plane reaches this agent (default
-                             http://<listen address>)
+  --advertise-url <url>      where the control plane reaches this agent, https (default
+                             https://<listen address>)
   --warm-pool <n>            keep n sandboxes of the default shape (base, 2 vCPUs, 512 MiB)
                              started and warmed up; a matching create takes one (default 0)
   --max-concurrent-starts <n> sandbox starts run at once, the rest queue (default: CPU count;
@@ -138,6 +149,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   const log = logger({ component: "agent", instance: values.instance });
   const link = await prepareControlPlaneLink(values, nestboxDir, m[1], log);
+  // Read before anything starts: an unreadable token file is a start-up error.
+  const standaloneToken = link
+    ? undefined
+    : await loadOrCreateAgentToken(agentTokenPath(nestboxDir, values.instance));
 
   const runtime = await createRuntime(kind, { nestboxDir, accel, log });
   await ensureHostFirewall();
@@ -186,12 +201,48 @@ export async function main(argv: string[]): Promise<void> {
       );
     },
   });
-  const server = createServer({ requestTimeout: 0 }, (req, res) => {
+  const onRequest: Parameters<typeof tokenListener>[1] = (req, res) => {
     if (!proxy.handle(req, res)) rpc(req, res);
-  });
-  server.on("upgrade", (req, socket, head) => {
+  };
+  const onUpgrade: Parameters<typeof tokenListener>[2] = (req, socket, head) => {
     if (!proxy.upgrade(req, socket as Socket, head)) socket.destroy();
-  });
+  };
+  const listener: AgentListener = standaloneToken
+    ? tokenListener(standaloneToken, onRequest, onUpgrade)
+    : tlsListener(log, onRequest, onUpgrade);
+  const server = listener.server;
+  if (link) {
+    link.on({
+      onCredentials: (c) => {
+        listener.useCredentials(c);
+        log.info("serving with a new host certificate", { hostId: c.hostId });
+      },
+      // The seed's behaviour: a deleted host takes its sandboxes with it.
+      onHostDeleted: () => {
+        void manager
+          .destroyAll()
+          .catch((err: unknown) =>
+            log.error("destroying sandboxes of the deleted host failed", { error: String(err) }),
+          )
+          .finally(() => {
+            manager.stop();
+            server.closeAllConnections();
+            server.close(() => process.exit(0));
+          });
+      },
+      // Nobody can reach them while the control plane refuses this host: keep their memory.
+      onRefused: () => {
+        for (const r of manager.list().filter((x) => x.status === "running"))
+          manager
+            .pause(r.id)
+            .catch((err: unknown) =>
+              log.error("pausing a sandbox failed", { sandboxId: r.id, error: String(err) }),
+            );
+      },
+    });
+    const serving = link.serving;
+    if (serving) listener.useCredentials(serving);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(Number(m[2]), m[1], () => resolve());
@@ -207,7 +258,7 @@ export async function main(argv: string[]): Promise<void> {
   if (link) {
     const address = values["advertise-url"]
       ? normaliseBaseUrl(values["advertise-url"], "--advertise-url")
-      : `http://${m[1].includes(":") && !m[1].startsWith("[") ? `[${m[1]}]` : m[1]}:${port}`;
+      : `https://${m[1].includes(":") && !m[1].startsWith("[") ? `[${m[1]}]` : m[1]}:${port}`;
     const facts = () =>
       hostFacts({
         address,

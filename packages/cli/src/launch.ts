@@ -1,10 +1,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { HostAgentService } from "@nestbox/proto/hostagent";
+import { AGENT_TOKEN_HEADER } from "@nestbox/wire";
 
 /**
  * Starting a daemon (host agent, envd) as its own process and waiting until it listens: the
@@ -107,29 +110,72 @@ export async function launchDaemon(
 }
 
 export interface LaunchedAgent extends LaunchedDaemon {
-  /** `http://host:port` of its RPC (and port proxy) listener. */
+  /**
+   * `http://host:port` (standalone) or `https://host:port` (registered with a control plane)
+   * of its RPC and port proxy listener.
+   */
   url: string;
+  /** Bound to the agent: its token (standalone) or the `tls` identity given (registered). */
   client: Client<typeof HostAgentService>;
+  /** Headers a raw request to the agent needs (the standalone token; none over TLS). */
+  headers: Record<string, string>;
+}
+
+/** A client certificate a registered agent accepts (the control plane's, for tests). */
+export interface AgentClientTls {
+  ca: string;
+  cert: string;
+  key: string;
 }
 
 /**
  * A host agent on a free loopback port with an RPC client bound to it. Its first start may
- * extract or boot a template before it listens, hence the long default wait.
+ * extract or boot a template before it listens, hence the long default wait. A standalone
+ * agent's client sends the token from its agent-token file; a registered agent's uses `tls`.
  */
 export async function launchAgent(
   args: string[],
-  opts: LaunchOptions = {},
+  opts: LaunchOptions & { tls?: AgentClientTls } = {},
 ): Promise<LaunchedAgent> {
   const d = await launchDaemon("agent", ["--listen", "127.0.0.1:0", ...args], {
     readyTimeoutMs: 240_000,
     ...opts,
   });
+  const flag = (name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  if (flag("--control-plane") !== undefined) {
+    const url = `https://${d.address}`;
+    const client = createClient(
+      HostAgentService,
+      createConnectTransport({
+        baseUrl: url,
+        httpVersion: "1.1",
+        ...(opts.tls ? { nodeOptions: { ...opts.tls } } : {}),
+      }),
+    );
+    return { ...d, url, client, headers: {} };
+  }
+  const dataDir =
+    flag("--data-dir") ?? opts.env?.NESTBOX_DIR ?? process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
+  const tokenFile = path.join(dataDir, "agent", flag("--instance") ?? "s", "agent-token");
+  const headers = { [AGENT_TOKEN_HEADER]: readFileSync(tokenFile, "utf8").trim() };
   const url = `http://${d.address}`;
   const client = createClient(
     HostAgentService,
-    createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
+    createConnectTransport({
+      baseUrl: url,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
+          return next(req);
+        },
+      ],
+    }),
   );
-  return { ...d, url, client };
+  return { ...d, url, client, headers };
 }
 
 export interface LaunchedEnvd extends LaunchedDaemon {

@@ -19,6 +19,8 @@ export type ApiErrorCode =
   | "csrf"
   | "wrong_password"
   | "session_revoked"
+  | "invalid_csr"
+  | "pki_unavailable"
   | "internal";
 
 export class ApiError extends Error {

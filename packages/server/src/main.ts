@@ -28,6 +28,8 @@ import { e2bRoutes } from "./e2b/routes.js";
 import { AgentClients } from "./hosts/agent-clients.js";
 import { ensureLocalHostToken } from "./hosts/local-host.js";
 import { Reconciler } from "./hosts/reconciler.js";
+import { loadCertificateAuthority } from "./pki/ca-store.js";
+import { ControlPlaneIdentity } from "./pki/client-identity.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
@@ -65,6 +67,9 @@ Options:
 
 Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
 <data-dir>/jwt-secret), NESTBOX_ADMIN_API_KEY (all-in-one: use this admin key).
+Host agents are trusted through the control plane's certificate authority: kept in the
+database, its key sealed with NESTBOX_CA_KEY (64 hex; replicas need the same one; default a
+key kept in <data-dir>/ca-key), or given as PEM files NESTBOX_CA_CERT_FILE + NESTBOX_CA_KEY_FILE.
 `;
 
 export interface RunningServer {
@@ -73,6 +78,8 @@ export interface RunningServer {
   db: Db;
   config: ServerConfig;
   reconciler: Reconciler;
+  /** The client certificate it calls agents with (tests call agents as the control plane). */
+  identity: ControlPlaneIdentity;
   close(): Promise<void>;
 }
 
@@ -91,6 +98,8 @@ export interface StartOptions {
   agentInterceptors?: Interceptor[];
   /** Told the duration of every database query and transaction (instrumentation). */
   observeDb?: DbObserver;
+  /** The control plane's client certificate lifetime (default a day); tests shorten it. */
+  clientCertTtlMs?: number;
 }
 
 /** Opens and migrates the database, seeds what must exist, and serves the API. */
@@ -117,7 +126,19 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         log(`[server] local host agent registration token written to ${local.tokenFile}`);
     }
 
-    const agents = new AgentClients({ log, interceptors: opts.agentInterceptors });
+    const ca = await loadCertificateAuthority(
+      db,
+      {
+        dataDir: config.dataDir,
+        sealKeyHex: process.env.NESTBOX_CA_KEY,
+        certFile: process.env.NESTBOX_CA_CERT_FILE || undefined,
+        keyFile: process.env.NESTBOX_CA_KEY_FILE || undefined,
+      },
+      log,
+    );
+    const identity = await ControlPlaneIdentity.create(ca, log, opts.clientCertTtlMs);
+    identity.start();
+    const agents = new AgentClients({ log, interceptors: opts.agentInterceptors, identity });
     const sandboxes = new SandboxService(db, agents, platform.id, log);
     const templates = new TemplateService(db, sandboxes, platform.id, log);
     const deps: AppDeps = { db, config, sandboxes, agents };
@@ -159,6 +180,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       config,
       log,
       resume: (team, id) => sandboxes.resume(team, id),
+      identity,
     });
     attachSandboxProxy(server, proxy);
     attachWebSockets(server, deps);
@@ -175,7 +197,9 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       db,
       config,
       reconciler,
+      identity,
       async close() {
+        identity.stop();
         await lifecycle.stop();
         await reconciler.stop();
         proxy.close();

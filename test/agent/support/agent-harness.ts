@@ -23,4 +23,7 @@ export function shareBaseTemplate(dataDir: string): void {
 export type AgentProcess = LaunchedAgent;
 
 /** Starts a real host agent (the built CLI) on a free loopback port. */
-export const startAgent = (args: string[]): Promise<AgentProcess> => launchAgent(args);
+export const startAgent = (
+  args: string[],
+  opts?: Parameters<typeof launchAgent>[1],
+): Promise<AgentProcess> => launchAgent(args, opts);

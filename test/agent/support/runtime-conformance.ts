@@ -324,19 +324,21 @@ export function runtimeConformance(o: ConformanceOptions): void {
       });
       let res: Response | undefined;
       for (let i = 0; i < 100; i++) {
-        res = await fetch(`${agent.url}/proxy/${id}/8000/hostname`);
+        res = await fetch(`${agent.url}/proxy/${id}/8000/hostname`, { headers: agent.headers });
         if (res.status === 200) break;
         await sleep(200);
       }
       assert.equal(res?.status, 200);
       assert.ok((await res?.text())?.trim().length, "served the guest's /etc/hostname");
-      const closed = await fetch(`${agent.url}/proxy/${id}/8001/`);
+      const closed = await fetch(`${agent.url}/proxy/${id}/8001/`, { headers: agent.headers });
       assert.equal(closed.status, 502);
       assert.equal(
         ((await closed.json()) as { message: string }).message,
         "The sandbox is running but port is not open",
       );
-      const unknown = await fetch(`${agent.url}/proxy/${"z".repeat(20)}/8000/`);
+      const unknown = await fetch(`${agent.url}/proxy/${"z".repeat(20)}/8000/`, {
+        headers: agent.headers,
+      });
       assert.equal(unknown.status, 502);
       assert.equal(
         ((await unknown.json()) as { message: string }).message,
@@ -356,7 +358,7 @@ export function runtimeConformance(o: ConformanceOptions): void {
         if ((await exec(id, "ss -ltn | grep -c ':8002 ' || true")).out.trim() === "1") break;
         await sleep(200);
       }
-      const pending = fetch(`${agent.url}/proxy/${id}/8002/`);
+      const pending = fetch(`${agent.url}/proxy/${id}/8002/`, { headers: agent.headers });
       await sleep(500);
       const destroyedAt = Date.now();
       await agent.client.destroySandbox({ sandboxId: id });

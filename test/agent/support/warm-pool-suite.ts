@@ -83,6 +83,7 @@ export function warmPoolConformance(o: WarmPoolOptions): void {
       // envd now holds this sandbox's token: a request without it is refused inside the guest.
       const anonymous = await fetch(
         `${agent.url}/proxy/${sandboxId}/49983/files?path=/etc/hostname`,
+        { headers: agent.headers },
       );
       assert.equal(anonymous.status, 401);
       assert.deepEqual(await listed(), [sandboxId]);

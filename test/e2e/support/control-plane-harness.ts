@@ -77,20 +77,23 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   const adminKey = readFileSync(path.join(dataDir, "admin-api-key"), "utf8").trim();
   // A previous run's credentials belong to another (gone) control plane.
   rmSync(path.join(AGENT_DATA_DIR, "agent", o.instance, "credentials.json"), { force: true });
-  const agent = await startAgent([
-    "--runtime",
-    o.runtime,
-    "--instance",
-    o.instance,
-    "--slots",
-    o.slots,
-    "--data-dir",
-    AGENT_DATA_DIR,
-    "--control-plane",
-    server.url,
-    "--registration-token",
-    token,
-  ]);
+  const agent = await startAgent(
+    [
+      "--runtime",
+      o.runtime,
+      "--instance",
+      o.instance,
+      "--slots",
+      o.slots,
+      "--data-dir",
+      AGENT_DATA_DIR,
+      "--control-plane",
+      server.url,
+      "--registration-token",
+      token,
+    ],
+    { tls: server.identity.clientTls() },
+  );
   let hostId = "";
   for (let i = 0; i < 200 && !hostId; i++) {
     const rows = await server.db.query<{ id: string }>(

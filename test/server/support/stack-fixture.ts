@@ -14,6 +14,8 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { openDb } from "../../../packages/server/src/db/open.js";
+import { loadCertificateAuthority } from "../../../packages/server/src/pki/ca-store.js";
 import { type AgentProcess, startAgent } from "../../agent/support/agent-harness.js";
 import { openTestDb } from "./db-fixture.js";
 
@@ -101,6 +103,18 @@ async function startServerProcess(
   return { child, url, logs: () => logs };
 }
 
+/** A client certificate of the server process's CA: the test calls its agent as the server does. */
+async function controlPlaneTls(dataDir: string, databaseUrl: string) {
+  const db = await openDb({ databaseUrl, dataDir });
+  try {
+    const ca = await loadCertificateAuthority(db, { dataDir }, () => {});
+    const id = await ca.issueControlPlaneIdentity();
+    return { ca: ca.certificatePem, cert: id.certPem, key: id.keyPem };
+  } finally {
+    await db.close();
+  }
+}
+
 export async function startCommandStack(): Promise<CommandStack> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "nbx-cmd-cp-"));
   const testDb = await openTestDb("postgres");
@@ -157,20 +171,23 @@ export async function startCommandStack(): Promise<CommandStack> {
   };
 
   try {
-    agent = await startAgent([
-      "--runtime",
-      "namespace",
-      "--instance",
-      INSTANCE,
-      "--slots",
-      SLOTS,
-      "--data-dir",
-      AGENT_DATA_DIR,
-      "--control-plane",
-      server.url,
-      "--registration-token",
-      token,
-    ]);
+    agent = await startAgent(
+      [
+        "--runtime",
+        "namespace",
+        "--instance",
+        INSTANCE,
+        "--slots",
+        SLOTS,
+        "--data-dir",
+        AGENT_DATA_DIR,
+        "--control-plane",
+        server.url,
+        "--registration-token",
+        token,
+      ],
+      { tls: await controlPlaneTls(dataDir, testDb.url) },
+    );
     // The host is schedulable once its registration landed: retry while none is available.
     let last: ApiResult | undefined;
     for (let i = 0; i < 100 && !sandboxId; i++) {

@@ -63,10 +63,13 @@ async function startAgent(
   const token = readFileSync(path.join(dataDir, "local-agent-token"), "utf8").trim();
   // Credentials of an earlier run belong to a control plane that is gone.
   rmSync(path.join(NESTBOX_DIR, "agent", o.instance, "credentials.json"), { force: true });
-  const agent = await launchAgent([
-    ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
-    ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
-  ]);
+  const agent = await launchAgent(
+    [
+      ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
+      ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
+    ],
+    { tls: server.identity.clientTls() },
+  );
   const deadline = Date.now() + 30_000;
   while ((await server.db.query("SELECT id FROM hosts WHERE status = 'online'")).length === 0) {
     if (Date.now() > deadline) {

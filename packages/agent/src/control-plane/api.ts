@@ -16,6 +16,11 @@ export interface IssuedCredentials {
   hostToken: string;
   hostTokenExpiresAt: string;
   refreshToken: string;
+  /** PEM: this host's server certificate, for the key of the request sent. */
+  certificate: string;
+  certificateExpiresAt: string;
+  /** PEM: the control plane's CA; only clients it signed may call this agent. */
+  caCertificate: string;
 }
 
 /** The control plane answered with an error status; `status` decides what the agent does next. */
@@ -43,13 +48,20 @@ export class ControlPlaneApi {
     readonly baseUrl: string,
   ) {}
 
-  async register(token: string, facts: HostFacts, signal?: AbortSignal) {
-    return credentials(await this.call("POST", "/v1/hosts/register", { token, ...facts }, signal));
+  async register(token: string, csr: string, facts: HostFacts, signal?: AbortSignal) {
+    return credentials(
+      await this.call("POST", "/v1/hosts/register", { token, csr, ...facts }, signal),
+    );
   }
 
-  async refresh(refreshToken: string, signal?: AbortSignal) {
+  async refresh(refreshToken: string, csr: string, signal?: AbortSignal) {
     return credentials(
-      await this.call("POST", "/v1/hosts/auth/refresh", { refresh_token: refreshToken }, signal),
+      await this.call(
+        "POST",
+        "/v1/hosts/auth/refresh",
+        { refresh_token: refreshToken, csr },
+        signal,
+      ),
     );
   }
 
@@ -127,13 +139,19 @@ function credentials(body: unknown): IssuedCredentials {
     host_token?: unknown;
     host_token_expires_at?: unknown;
     refresh_token?: unknown;
+    certificate?: unknown;
+    certificate_expires_at?: unknown;
+    ca_certificate?: unknown;
   };
   const hostId = b?.host?.id;
   if (
     typeof hostId !== "string" ||
     typeof b.host_token !== "string" ||
     typeof b.host_token_expires_at !== "string" ||
-    typeof b.refresh_token !== "string"
+    typeof b.refresh_token !== "string" ||
+    typeof b.certificate !== "string" ||
+    typeof b.certificate_expires_at !== "string" ||
+    typeof b.ca_certificate !== "string"
   ) {
     throw new ControlPlaneHttpError(200, "bad_response", "credentials response is incomplete");
   }
@@ -142,5 +160,8 @@ function credentials(body: unknown): IssuedCredentials {
     hostToken: b.host_token,
     hostTokenExpiresAt: b.host_token_expires_at,
     refreshToken: b.refresh_token,
+    certificate: b.certificate,
+    certificateExpiresAt: b.certificate_expires_at,
+    caCertificate: b.ca_certificate,
   };
 }

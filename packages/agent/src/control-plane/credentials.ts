@@ -10,6 +10,13 @@ export interface StoredCredentials {
   /** RFC 3339; the host token is refreshed before this. */
   hostTokenExpiresAt: string;
   refreshToken: string;
+  /**
+   * PEM server certificate, its expiry and the control plane's CA. Files written before
+   * agents served TLS lack them: the agent then refreshes before it serves.
+   */
+  certificate?: string;
+  certificateExpiresAt?: string;
+  caCertificate?: string;
 }
 
 export class CredentialsFileError extends Error {
@@ -44,6 +51,10 @@ export async function loadCredentials(file: string): Promise<StoredCredentials |
   ] as const) {
     if (typeof o?.[k] !== "string" || o[k] === "")
       throw new CredentialsFileError(`${file} has no ${k}; remove it and register again`);
+  }
+  for (const k of ["certificate", "certificateExpiresAt", "caCertificate"] as const) {
+    if (o[k] !== undefined && typeof o[k] !== "string")
+      throw new CredentialsFileError(`${file}: ${k} is not a string; remove it and register again`);
   }
   return o as unknown as StoredCredentials;
 }

@@ -13,10 +13,13 @@ import {
   type StoredCredentials,
   saveCredentials,
 } from "./credentials.js";
+import { certificateRequest, loadOrCreateTlsKey, tlsKeyPath } from "./tls-identity.js";
 
 export const HEARTBEAT_INTERVAL_MS = 10_000;
 /** Refresh the host token when less than this is left (it lives 24 h). */
 const REFRESH_MARGIN_MS = 60 * 60 * 1000;
+/** Refresh (and so renew the server certificate, 7 days) when less than this is left. */
+const CERT_MARGIN_MS = 2 * 24 * 60 * 60 * 1000;
 const BACKOFF_MAX_MS = 30_000;
 const TOKEN_RE = /^[0-9a-f]{64}$/;
 
@@ -41,6 +44,24 @@ export interface LinkOptions {
   heartbeatIntervalMs?: number;
 }
 
+/** What the agent does when the link changes (set once the agent's parts exist). */
+export interface LinkHandlers {
+  /** New credentials (a certificate among them) were stored: serve with them from now on. */
+  onCredentials?: (c: ServingCredentials) => void;
+  /** The control plane deleted this host (heartbeat 404): stop its sandboxes and exit. */
+  onHostDeleted?: () => void;
+  /** Refreshing was refused for good: pause the sandboxes (the link keeps retrying). */
+  onRefused?: () => void;
+}
+
+/** What the agent's TLS server needs. */
+export interface ServingCredentials {
+  hostId: string;
+  keyPem: string;
+  certificate: string;
+  caCertificate: string;
+}
+
 /**
  * Keeps this agent registered with the control plane: registers once with a registration token
  * (or reuses stored credentials), then heartbeats, refreshing the host token before it expires.
@@ -52,10 +73,12 @@ export class ControlPlaneLink {
   private creds: StoredCredentials | undefined;
   private loop: Promise<void> | undefined;
   private registrationTokenSpent = false;
+  private handlers: LinkHandlers = {};
 
   private constructor(
     private readonly opts: LinkOptions,
     stored: StoredCredentials | undefined,
+    private readonly keyPem: string,
   ) {
     this.api = new ControlPlaneApi(opts.controlPlane);
     this.creds = stored;
@@ -78,7 +101,35 @@ export class ControlPlaneLink {
           : `not registered with ${controlPlane} yet: pass --registration-token (or NESTBOX_REGISTRATION_TOKEN)`,
       );
     }
-    return new ControlPlaneLink({ ...opts, controlPlane }, usable);
+    const keyPem = await loadOrCreateTlsKey(tlsKeyPath(opts.credentialsFile));
+    return new ControlPlaneLink({ ...opts, controlPlane }, usable, keyPem);
+  }
+
+  /** Stored credentials with a certificate good for a while: the agent can serve at once. */
+  get serving(): ServingCredentials | undefined {
+    return this.creds ? this.servingOf(this.creds) : undefined;
+  }
+
+  private servingOf(c: StoredCredentials): ServingCredentials | undefined {
+    if (!c.certificate || !c.caCertificate) return undefined;
+    return {
+      hostId: c.hostId,
+      keyPem: this.keyPem,
+      certificate: c.certificate,
+      caCertificate: c.caCertificate,
+    };
+  }
+
+  private certificateDue(c: StoredCredentials): boolean {
+    return (
+      !c.certificate ||
+      !c.certificateExpiresAt ||
+      Date.parse(c.certificateExpiresAt) - Date.now() < CERT_MARGIN_MS
+    );
+  }
+
+  on(handlers: LinkHandlers): void {
+    this.handlers = { ...this.handlers, ...handlers };
   }
 
   get hostId(): string | undefined {
@@ -116,13 +167,17 @@ export class ControlPlaneLink {
         controlPlane: this.opts.controlPlane,
         hostId: this.creds.hostId,
       });
+      // Without a certificate good for a while the agent cannot serve: get one first.
+      if (this.certificateDue(this.creds))
+        await this.retrying("renewing this host's certificate", () => this.refresh());
       return;
     }
     const token = this.opts.registrationToken;
     if (!token) throw new ControlPlaneRejectedError("no credentials and no registration token");
     this.registrationTokenSpent = true;
+    const csr = await certificateRequest(this.keyPem);
     const issued = await this.retrying("registering with the control plane", () =>
-      this.api.register(token, facts(), this.abort.signal),
+      this.api.register(token, csr, facts(), this.abort.signal),
     );
     await this.store(issued);
     log.info("registered with the control plane", {
@@ -136,13 +191,22 @@ export class ControlPlaneLink {
     const interval = this.opts.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS;
     let failures = 0;
     let refreshedAfter401 = false;
+    /** Refreshing was refused: every round tries again (the seed's behaviour). */
+    let refused = false;
     while (!this.abort.signal.aborted) {
       const creds = this.creds;
       if (!creds) return;
       let delay = interval;
       try {
-        if (Date.parse(creds.hostTokenExpiresAt) - Date.now() < REFRESH_MARGIN_MS)
+        if (
+          refused ||
+          Date.parse(creds.hostTokenExpiresAt) - Date.now() < REFRESH_MARGIN_MS ||
+          this.certificateDue(creds)
+        ) {
           await this.refresh();
+          if (refused) log.info("the control plane accepts this host's credentials again");
+          refused = false;
+        }
         const current = this.creds ?? creds;
         await this.api.heartbeat(current.hostId, current.hostToken, facts(), this.abort.signal);
         if (failures > 0)
@@ -157,11 +221,11 @@ export class ControlPlaneLink {
           await removeCredentials(this.opts.credentialsFile);
           this.creds = undefined;
           log.error(
-            "the control plane no longer knows this host (it was deleted): heartbeats stop " +
-              "unless a registration token was given; sandboxes keep running",
+            "the control plane no longer knows this host (it was deleted): its sandboxes " +
+              "are destroyed and the agent exits",
             { hostId: creds.hostId, credentialsRemoved: this.opts.credentialsFile },
           );
-          if (await this.registerAgain(facts)) continue;
+          this.handlers.onHostDeleted?.();
           return;
         }
         if (
@@ -176,14 +240,14 @@ export class ControlPlaneLink {
             continue;
           } catch (refreshErr) {
             if (refreshErr instanceof ControlPlaneHttpError && refreshErr.status === 401) {
+              if (await this.registerAgain(facts)) continue;
               log.error(
-                "the control plane rejected this host's stored credentials: heartbeats stop " +
-                  "unless a registration token was given",
+                "the control plane refused this host's credentials: sandboxes are paused; " +
+                  "retrying with backoff",
                 { hostId: creds.hostId, error: refreshErr.message },
               );
-              this.creds = undefined;
-              if (await this.registerAgain(facts)) continue;
-              return;
+              refused = true;
+              this.handlers.onRefused?.();
             }
             err = refreshErr;
           }
@@ -210,11 +274,14 @@ export class ControlPlaneLink {
   private async registerAgain(facts: () => HostFacts): Promise<boolean> {
     const token = this.opts.registrationToken;
     if (!token || this.registrationTokenSpent) return false;
+    const previous = this.creds;
+    this.creds = undefined;
     try {
       await this.connect(facts);
       return true;
     } catch (err) {
-      this.opts.log.error("registering again failed: heartbeats stop", {
+      this.creds = previous;
+      this.opts.log.error("registering again failed", {
         error: err instanceof Error ? err.message : String(err),
       });
       return false;
@@ -224,7 +291,8 @@ export class ControlPlaneLink {
   private async refresh(): Promise<void> {
     const creds = this.creds;
     if (!creds) return;
-    const issued = await this.api.refresh(creds.refreshToken, this.abort.signal);
+    const csr = await certificateRequest(this.keyPem);
+    const issued = await this.api.refresh(creds.refreshToken, csr, this.abort.signal);
     await this.store(issued);
     this.opts.log.info("host token refreshed", {
       hostId: issued.hostId,
@@ -236,6 +304,8 @@ export class ControlPlaneLink {
     const next: StoredCredentials = { controlPlane: this.opts.controlPlane, ...issued };
     await saveCredentials(this.opts.credentialsFile, next);
     this.creds = next;
+    const serving = this.servingOf(next);
+    if (serving) this.handlers.onCredentials?.(serving);
   }
 
   /**

@@ -7,7 +7,9 @@ import {
   request,
   type ServerResponse,
 } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import type { Duplex } from "node:stream";
+import type { ConnectionOptions } from "node:tls";
 
 /**
  * Streaming HTTP/1.1 forwarding of one client request to a host agent's port proxy. Bodies are
@@ -31,6 +33,12 @@ const HOP_BY_HOP = new Set([
 
 /** A dedicated pool: user traffic never queues behind (or starves) the agent RPC transport. */
 const upstreamAgent = new Agent({ keepAlive: true, maxFreeSockets: 32, scheduling: "lifo" });
+/** The same for agents over TLS; pooled per client certificate (part of the pool's key). */
+const upstreamTlsAgent = new HttpsAgent({
+  keepAlive: true,
+  maxFreeSockets: 32,
+  scheduling: "lifo",
+});
 
 function connectionTokens(headers: IncomingHttpHeaders): Set<string> {
   const raw = headers.connection;
@@ -79,6 +87,8 @@ export interface Upstream {
   port: number;
   /** Path and query as the client sent them. */
   path: string;
+  /** Mutual TLS towards an https agent: the control plane's identity, pinned to the host. */
+  tls?: Pick<ConnectionOptions, "ca" | "cert" | "key" | "minVersion" | "checkServerIdentity">;
 }
 
 const prefixOf = (u: Upstream) => `/proxy/${u.sandboxId}/${u.port}`;
@@ -145,9 +155,11 @@ export interface ForwardHooks {
 /** The request to the agent's port proxy for `req` (an upgrade gets its own connection). */
 function upstreamRequest(req: IncomingMessage, u: Upstream, upgrade: boolean): ClientRequest {
   const target = new URL(`${u.agentUrl.replace(/\/+$/, "")}${prefixOf(u)}`);
-  return request({
+  const secure = target.protocol === "https:";
+  return (secure ? httpsRequest : request)({
     // Upgraded sockets leave the pool; a fresh connection keeps the pool's sockets clean.
-    agent: upgrade ? false : upstreamAgent,
+    agent: upgrade ? false : secure ? upstreamTlsAgent : upstreamAgent,
+    ...(secure ? u.tls : {}),
     protocol: target.protocol,
     hostname: target.hostname,
     port: target.port,

@@ -9,6 +9,8 @@ export interface ProxyTarget {
   status: SandboxStatus;
   /** Base URL of the host agent, when its host is online. */
   agentUrl: string | undefined;
+  /** Its host (the agent's certificate must name it). */
+  hostId: string | null;
   envdAccessToken: string | null;
   allowPublicTraffic: boolean;
   trafficAccessToken: string | null;
@@ -18,6 +20,7 @@ export interface ProxyTarget {
 interface TargetRow {
   id: string;
   team_id: string;
+  host_id: string | null;
   status: SandboxStatus;
   envd_access_token: string | null;
   host_address: string | null;
@@ -38,6 +41,7 @@ function toTarget(r: TargetRow): ProxyTarget {
     teamId: r.team_id,
     status: r.status,
     agentUrl: r.host_status === "online" && r.host_address ? r.host_address : undefined,
+    hostId: r.host_id,
     envdAccessToken: r.envd_access_token,
     allowPublicTraffic: r.allow_public_traffic ?? true,
     trafficAccessToken: r.traffic_access_token ?? null,

@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { ServerConfig } from "../config.js";
 import type { Queryable } from "../db/db.js";
+import type { ControlPlaneIdentity } from "../pki/client-identity.js";
 import { forwardHttp, forwardUpgrade, type Upstream } from "./forward.js";
 import { type ProxyTarget, routable, SandboxLookup } from "./lookup.js";
 import {
@@ -24,6 +25,8 @@ export interface SandboxProxyDeps {
   log?: (line: string) => void;
   /** How long a running sandbox's route is reused without asking the database (default 1 s). */
   cacheTtlMs?: number;
+  /** The control plane's client certificate: https agents are reached over mutual TLS. */
+  identity?: ControlPlaneIdentity;
 }
 
 /** The sandbox proxy (e2b-compat §3.6, §4.2): claims the requests that belong to a sandbox. */
@@ -139,7 +142,15 @@ export function createSandboxProxy(deps: SandboxProxyDeps): SandboxProxy {
       };
     }
     return {
-      upstream: { agentUrl: target.agentUrl, sandboxId, port, path: req.url ?? "/" },
+      upstream: {
+        agentUrl: target.agentUrl,
+        sandboxId,
+        port,
+        path: req.url ?? "/",
+        ...(deps.identity && target.hostId
+          ? { tls: deps.identity.tlsOptionsFor(target.hostId) }
+          : {}),
+      },
     };
   };
 

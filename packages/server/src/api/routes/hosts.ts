@@ -11,6 +11,12 @@ import {
   refreshHostToken,
   registerHost,
 } from "../../hosts/registration.js";
+import {
+  CertificateAuthority,
+  CertificateRequestError,
+  type CheckedRequest,
+  type IssuedCertificate,
+} from "../../pki/ca.js";
 import { newRouter } from "../app.js";
 import type { AppDeps, AppEnv } from "../context.js";
 import { ErrorSchema, errorResponses } from "../schemas.js";
@@ -22,7 +28,10 @@ const OPAQUE_TOKEN = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase he
 const count = (max: number) =>
   z.number().int("must be an integer").min(0, "must not be negative").max(max);
 
-/** The agent's base URL: http(s) only, no credentials, query or fragment; no trailing slash. */
+/**
+ * The agent's base URL: https only (agents serve over mutual TLS), no credentials, query or
+ * fragment; no trailing slash.
+ */
 const AgentAddress = z
   .string()
   .max(2048)
@@ -35,18 +44,18 @@ const AgentAddress = z
       return false;
     }
     return (
-      (u.protocol === "http:" || u.protocol === "https:") &&
+      u.protocol === "https:" &&
       u.hostname !== "" &&
       u.username === "" &&
       u.password === "" &&
       u.search === "" &&
       u.hash === ""
     );
-  }, "must be an http:// or https:// URL without credentials, query or fragment")
+  }, "must be an https:// URL without credentials, query or fragment (agents serve over TLS)")
   .transform((s) => s.replace(/\/+$/, ""));
 
 const FACTS = {
-  address: AgentAddress.openapi({ example: "http://10.0.0.5:50051" }),
+  address: AgentAddress.openapi({ example: "https://10.0.0.5:50051" }),
   runtime: z.enum(["qemu", "namespace"]),
   arch: z.string().regex(/^[a-z0-9_]{1,32}$/, "must be 1-32 characters a-z, 0-9, _"),
   cpu_cores: count(1_000_000),
@@ -83,8 +92,22 @@ const CredentialsSchema = z
     host_token_expires_at: z.string(),
     refresh_token: z.string().openapi({ description: "one use; 30 days" }),
     refresh_token_expires_at: z.string(),
+    certificate: z.string().openapi({
+      description: "PEM: the host's server certificate (7 days), for the key of its csr",
+    }),
+    certificate_expires_at: z.string(),
+    ca_certificate: z.string().openapi({
+      description: "PEM: the control plane's CA; the agent accepts only clients it signed",
+    }),
   })
   .openapi("HostCredentials");
+
+/** A PKCS#10 request for the agent's own key (which never leaves the host). */
+const CSR = z
+  .string()
+  .max(16_384)
+  .regex(/^-----BEGIN CERTIFICATE REQUEST-----/, "must be a PEM certificate request")
+  .openapi({ description: "PEM PKCS#10 request, ECDSA P-256 key" });
 
 const HostIdParam = z.object({
   id: z
@@ -118,13 +141,37 @@ export const hostView = (h: HostRow): z.infer<typeof HostSchema> => ({
   updated_at: h.updated_at.toISOString(),
 });
 
-const credentialsView = (c: HostCredentials): z.infer<typeof CredentialsSchema> => ({
+const credentialsView = (
+  c: HostCredentials,
+  cert: IssuedCertificate,
+  caPem: string,
+): z.infer<typeof CredentialsSchema> => ({
   host: hostView(c.host),
+  certificate: cert.certificatePem,
+  certificate_expires_at: cert.notAfter.toISOString(),
+  ca_certificate: caPem,
   host_token: c.hostToken,
   host_token_expires_at: c.hostTokenExpiresAt.toISOString(),
   refresh_token: c.refreshToken,
   refresh_token_expires_at: c.refreshTokenExpiresAt.toISOString(),
 });
+
+/** The CA and the agent's checked certificate request; 400 for a bad request. */
+async function checkedRequest(
+  deps: AppDeps,
+  csrPem: string,
+): Promise<{ ca: CertificateAuthority; req: CheckedRequest }> {
+  const ca = deps.agents.identity?.ca;
+  if (!ca)
+    throw new ApiError(503, "pki_unavailable", "this control plane cannot issue host certificates");
+  try {
+    return { ca, req: await CertificateAuthority.checkRequest(csrPem) };
+  } catch (err) {
+    if (err instanceof CertificateRequestError)
+      throw new ApiError(400, "invalid_csr", err.message, { field: "csr" });
+    throw err;
+  }
+}
 
 /**
  * Host-agent calls carry `X-Host-Token` (a host JWT). It must name the host in the path: an
@@ -222,7 +269,10 @@ export function hostRoutes(deps: AppDeps) {
       summary: "Host agent: exchange a registration token for credentials",
       tags: ["hosts"],
       request: {
-        body: { ...json(z.object({ token: OPAQUE_TOKEN, ...FACTS }).strict()), required: true },
+        body: {
+          ...json(z.object({ token: OPAQUE_TOKEN, csr: CSR, ...FACTS }).strict()),
+          required: true,
+        },
       },
       responses: {
         201: { description: "Registered; the host is online", ...json(CredentialsSchema) },
@@ -231,6 +281,8 @@ export function hostRoutes(deps: AppDeps) {
     }),
     async (c) => {
       const b = c.req.valid("json");
+      // Checked before the one-time token is spent on it.
+      const { ca, req } = await checkedRequest(deps, b.csr);
       const creds = await registerHost(db, secret, {
         token: b.token,
         address: b.address,
@@ -241,7 +293,8 @@ export function hostRoutes(deps: AppDeps) {
         diskMb: b.disk_mb,
         agentVersion: b.agent_version,
       });
-      return c.json(credentialsView(creds), 201);
+      const cert = await ca.issueHostCertificate(req, creds.host.id, b.address);
+      return c.json(credentialsView(creds, cert, ca.certificatePem), 201);
     },
   );
 
@@ -252,7 +305,10 @@ export function hostRoutes(deps: AppDeps) {
       summary: "Host agent: trade a refresh token (used once) for new credentials",
       tags: ["hosts"],
       request: {
-        body: { ...json(z.object({ refresh_token: OPAQUE_TOKEN }).strict()), required: true },
+        body: {
+          ...json(z.object({ refresh_token: OPAQUE_TOKEN, csr: CSR }).strict()),
+          required: true,
+        },
       },
       responses: {
         200: { description: "New credentials", ...json(CredentialsSchema) },
@@ -260,8 +316,12 @@ export function hostRoutes(deps: AppDeps) {
       },
     }),
     async (c) => {
-      const creds = await refreshHostToken(db, secret, c.req.valid("json").refresh_token);
-      return c.json(credentialsView(creds), 200);
+      const b = c.req.valid("json");
+      const { ca, req } = await checkedRequest(deps, b.csr);
+      const creds = await refreshHostToken(db, secret, b.refresh_token);
+      if (!creds.host.address) throw new ApiError(409, "invalid_state", "the host has no address");
+      const cert = await ca.issueHostCertificate(req, creds.host.id, creds.host.address);
+      return c.json(credentialsView(creds, cert, ca.certificatePem), 200);
     },
   );
 
