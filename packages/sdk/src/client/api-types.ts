@@ -1548,7 +1548,9 @@ export interface paths {
         content: {
           "application/json": {
             token: string;
-            /** @example http://10.0.0.5:50051 */
+            /** @description PEM PKCS#10 request, ECDSA P-256 key */
+            csr: string;
+            /** @example https://10.0.0.5:50051 */
             address: string;
             /** @enum {string} */
             runtime: "qemu" | "namespace";
@@ -1644,6 +1646,8 @@ export interface paths {
         content: {
           "application/json": {
             refresh_token: string;
+            /** @description PEM PKCS#10 request, ECDSA P-256 key */
+            csr: string;
           };
         };
       };
@@ -1901,7 +1905,7 @@ export interface paths {
       requestBody?: {
         content: {
           "application/json": {
-            /** @example http://10.0.0.5:50051 */
+            /** @example https://10.0.0.5:50051 */
             address?: string;
             /** @enum {string} */
             runtime?: "qemu" | "namespace";
@@ -4424,6 +4428,11 @@ export interface components {
       /** @description one use; 30 days */
       refresh_token: string;
       refresh_token_expires_at: string;
+      /** @description PEM: the host's server certificate (7 days), for the key of its csr */
+      certificate: string;
+      certificate_expires_at: string;
+      /** @description PEM: the control plane's CA; the agent accepts only clients it signed */
+      ca_certificate: string;
     };
     Sandbox: {
       id: string;
