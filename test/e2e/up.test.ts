@@ -262,7 +262,7 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
     assert.equal(hosts.length, 1, JSON.stringify(hosts));
     assert.equal(hosts[0]?.name, "local");
     assert.equal(hosts[0]?.status, "online");
-    assert.equal(hosts[0]?.address, `http://127.0.0.1:${agentPort}`);
+    assert.equal(hosts[0]?.address, `https://127.0.0.1:${agentPort}`);
     hostId = hosts[0]?.id ?? "";
   });
 

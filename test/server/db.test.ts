@@ -27,6 +27,7 @@ const openModule = new URL("../../packages/server/src/db/open.ts", import.meta.u
 const TABLES = [
   "api_keys",
   "audit_events",
+  "certificate_authority",
   "host_tokens",
   "hosts",
   "memberships",

@@ -177,11 +177,17 @@ async function newHost(h: Harness, name = "h1"): Promise<{ id: string; token: st
   return { id: b.host.id, token: b.registration_token };
 }
 
+/** Registered and heartbeating once, as an agent does: the host is online. */
 async function registered(h: Harness, name = "h1"): Promise<Creds> {
   const { token } = await newHost(h, name);
   const res = await call(h, "POST", "/v1/hosts/register", { body: { token, csr: CSR, ...FACTS } });
   assert.equal(res.status, 201, JSON.stringify(res.body));
-  return res.body as Creds;
+  const creds = res.body as Creds;
+  const hb = await call(h, "POST", `/v1/hosts/${creds.host.id}/heartbeat`, {
+    hostToken: creds.host_token,
+  });
+  assert.equal(hb.status, 204);
+  return creds;
 }
 
 for (const kind of DB_KINDS) {
@@ -210,7 +216,7 @@ for (const kind of DB_KINDS) {
       assert.equal(reg.status, 201, JSON.stringify(reg.body));
       const creds = reg.body as Creds & { host: HostRow };
       assert.equal(creds.host.id, id);
-      assert.equal(creds.host.status, "online");
+      assert.equal(creds.host.status, "pending", "online only once it heartbeats (and serves)");
       assert.equal(creds.host.address, "https://10.1.2.3:50051");
       assert.equal(creds.host.memory_mb, 4096);
       assert.equal(creds.host.runtime, "namespace");
@@ -293,7 +299,7 @@ for (const kind of DB_KINDS) {
         body: { token: "0".repeat(64), csr: CSR, ...FACTS },
       });
       assert.equal(unknown.status, 401);
-      assert.equal((await getHost(h.db, id))?.status, "online");
+      assert.equal((await getHost(h.db, id))?.address, FACTS.address, "the first stays registered");
     });
 
     it("concurrent registrations with one token: exactly one succeeds", async () => {

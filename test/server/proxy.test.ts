@@ -192,7 +192,12 @@ describe("sandbox proxy", { timeout: 300_000 }, () => {
     );
     assert.ok(key && platform);
     envdToken = randomBytes(32).toString("hex");
-    const service = new SandboxService(stack.server.db, new AgentClients(), platform.id, () => {});
+    const service = new SandboxService(
+      stack.server.db,
+      new AgentClients({ identity: stack.server.identity }),
+      platform.id,
+      () => {},
+    );
     sandboxId = (
       await service.create(key.team_id, { template: "base", envdAccessToken: envdToken })
     ).id;

@@ -48,6 +48,7 @@ Options:
                              (default 1-16383)
   --control-plane <url>      register with this control plane and send it heartbeats (without
                              it, the agent runs on its own)
+  --heartbeat-interval <s>   seconds between heartbeats to the control plane (default 10)
   --registration-token <t>   one-time token from POST /v1/hosts (or $NESTBOX_REGISTRATION_TOKEN);
                              needed only until credentials are stored in
                              <data-dir>/agent/<instance>/credentials.json
@@ -112,6 +113,7 @@ export async function main(argv: string[]): Promise<void> {
       slots: { type: "string" },
       "control-plane": { type: "string" },
       "registration-token": { type: "string" },
+      "heartbeat-interval": { type: "string" },
       "stop-when-stdin-closes": { type: "boolean", default: false },
       "advertise-url": { type: "string" },
       "pause-on-exit": { type: "boolean", default: false },
@@ -324,6 +326,7 @@ async function prepareControlPlaneLink(
     "control-plane"?: string;
     "registration-token"?: string;
     "advertise-url"?: string;
+    "heartbeat-interval"?: string;
     instance: string;
   },
   nestboxDir: string,
@@ -334,10 +337,23 @@ async function prepareControlPlaneLink(
   const token =
     values["registration-token"] ?? (process.env.NESTBOX_REGISTRATION_TOKEN || undefined);
   if (url === undefined) {
-    if (values["registration-token"] !== undefined || values["advertise-url"] !== undefined)
-      throw new UsageError("--registration-token and --advertise-url need --control-plane");
+    if (
+      values["registration-token"] !== undefined ||
+      values["advertise-url"] !== undefined ||
+      values["heartbeat-interval"] !== undefined
+    )
+      throw new UsageError(
+        "--registration-token, --advertise-url and --heartbeat-interval need --control-plane",
+      );
     return undefined;
   }
+  const hb = values["heartbeat-interval"];
+  const heartbeatS = hb === undefined ? undefined : Number(hb);
+  if (
+    heartbeatS !== undefined &&
+    !(Number.isInteger(heartbeatS) && heartbeatS >= 1 && heartbeatS <= 300)
+  )
+    throw new UsageError(`--heartbeat-interval must be whole seconds from 1 to 300, got ${hb}`);
   try {
     if (values["advertise-url"] !== undefined)
       normaliseBaseUrl(values["advertise-url"], "--advertise-url");
@@ -350,6 +366,7 @@ async function prepareControlPlaneLink(
       registrationToken: token,
       credentialsFile: credentialsPath(nestboxDir, values.instance),
       log,
+      ...(heartbeatS === undefined ? {} : { heartbeatIntervalMs: heartbeatS * 1000 }),
     });
   } catch (err) {
     if (err instanceof ControlPlaneConfigError) throw new UsageError(err.message);

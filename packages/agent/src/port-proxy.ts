@@ -57,7 +57,12 @@ function resolve(
  * (the Host it was sent) and its own root, so both are put under `/proxy/{id}/{port}`; the
  * control plane maps that prefix to what its client used.
  */
-export function agentLocation(location: string, t: Target, agentHost: string | undefined): string {
+export function agentLocation(
+  location: string,
+  t: Target,
+  agentHost: string | undefined,
+  scheme: "http" | "https" = "http",
+): string {
   const prefix = `/proxy/${t.id}/${t.port}`;
   if (location.startsWith("/") && !location.startsWith("//")) return `${prefix}${location}`;
   const own = [`http://${t.host}:${t.port}`];
@@ -67,7 +72,7 @@ export function agentLocation(location: string, t: Target, agentHost: string | u
     const rest = location.slice(origin.length);
     if (rest !== "" && !/^[/?#]/.test(rest)) continue;
     const path = rest.startsWith("/") ? rest : `/${rest}`;
-    return agentHost ? `http://${agentHost}${prefix}${path}` : `${prefix}${path}`;
+    return agentHost ? `${scheme}://${agentHost}${prefix}${path}` : `${prefix}${path}`;
   }
   return location;
 }
@@ -121,7 +126,13 @@ export function createPortProxy(m: SandboxManager) {
         (up) => {
           const location = up.headers.location;
           if (typeof location === "string")
-            up.headers.location = agentLocation(location, t, req.headers.host);
+            up.headers.location = agentLocation(
+              location,
+              t,
+              req.headers.host,
+              // This agent's own scheme: TLS when registered with a control plane.
+              "encrypted" in req.socket && req.socket.encrypted ? "https" : "http",
+            );
           res.writeHead(up.statusCode ?? 502, up.headers);
           up.pipe(res);
           up.on("error", () => res.destroy());

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { UsageError } from "@nestbox/sdk/cli";
@@ -71,6 +72,43 @@ const stopped = (child: ChildProcess) =>
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
     child.once("exit", () => resolve());
   });
+
+/** Whether something accepts TCP connections at host:port. */
+function listening(hostPort: string): Promise<boolean> {
+  const m = /^(.+):(\d+)$/.exec(hostPort);
+  const host = m?.[1]?.replace(/^\[(.*)\]$/, "$1");
+  if (!host || !m?.[2]) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const sock = connect({ host, port: Number(m[2]) });
+    sock.setTimeout(2000);
+    sock.once("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("timeout", () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.once("error", () => resolve(false));
+  });
+}
+
+/** The status of host `local`, asked as the all-in-one admin (undefined if it cannot be). */
+async function localHostStatus(apiUrl: string, passwordFile: string): Promise<string | undefined> {
+  if (!existsSync(passwordFile)) return undefined;
+  const password = readFileSync(passwordFile, "utf8").trim();
+  const login = await fetch(`${apiUrl}/v1/auth/login`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: "admin@localhost", password }),
+  });
+  if (!login.ok) return undefined;
+  const { token } = (await login.json()) as { token: string };
+  const res = await fetch(`${apiUrl}/v1/hosts`, { headers: { Authorization: `Bearer ${token}` } });
+  if (!res.ok) return undefined;
+  const { hosts } = (await res.json()) as { hosts: { name: string; status: string }[] };
+  return hosts.find((h) => h.name === "local")?.status;
+}
 
 export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
   const { values } = parseArgs({
@@ -195,16 +233,20 @@ export async function runUp(argv: string[], deps: UpDeps): Promise<number> {
     // The agent's layout: <data-dir>/agent/<instance, default s>/credentials.json.
     const credentialsFile = path.join(dataDir, "agent", instance ?? "s", "credentials.json");
     const apiKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
+    const adminPasswordFile = path.join(dataDir, "admin-password");
     await waitFor(
       "host agent",
       async () => {
         const res = await fetch(`${apiUrl}/v1/templates`, { headers: { "X-API-Key": apiKey } });
         if (!res.ok) return false;
-        // The template list answering proves the API side, the agent's own port the agent side,
-        // and its stored credentials that the control plane accepted it (written once the
-        // registration was answered; a restarted agent heartbeats with them right away).
-        const agentRes = await fetch(`http://${values["agent-listen"]}/`).catch(() => undefined);
-        return agentRes !== undefined && existsSync(credentialsFile);
+        // The template list answering proves the API side; the agent is usable once its host
+        // is online, which its first heartbeat does after it serves with its certificate. It
+        // serves TLS only to the control plane: the host list (as the admin) is what we see.
+        // (A second up finds the host still online from before: the agent's port must accept
+        // connections too, which it does only once it serves.)
+        if (!existsSync(credentialsFile) || !(await listening(values["agent-listen"])))
+          return false;
+        return (await localHostStatus(apiUrl, adminPasswordFile)) === "online";
       },
       () => exitNote(agent),
       15 * 60_000,

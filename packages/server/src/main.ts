@@ -100,6 +100,8 @@ export interface StartOptions {
   observeDb?: DbObserver;
   /** The control plane's client certificate lifetime (default a day); tests shorten it. */
   clientCertTtlMs?: number;
+  /** Host certificates' lifetime (default 7 days); tests shorten it. */
+  hostCertTtlMs?: number;
 }
 
 /** Opens and migrates the database, seeds what must exist, and serves the API. */
@@ -136,6 +138,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       },
       log,
     );
+    if (opts.hostCertTtlMs) ca.hostCertTtlMs = opts.hostCertTtlMs;
     const identity = await ControlPlaneIdentity.create(ca, log, opts.clientCertTtlMs);
     identity.start();
     const agents = new AgentClients({ log, interceptors: opts.agentInterceptors, identity });

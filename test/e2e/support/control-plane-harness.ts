@@ -22,6 +22,10 @@ export interface StackOptions {
   reconcileMs?: number;
   /** Passed to the control plane (the benchmark times agent calls with one). */
   agentInterceptors?: StartOptions["agentInterceptors"];
+  /** More control-plane options (e.g. short certificate lifetimes). */
+  serverOptions?: Partial<Pick<StartOptions, "hostCertTtlMs" | "clientCertTtlMs">>;
+  /** More agent flags. */
+  agentArgs?: string[];
 }
 
 export interface Stack {
@@ -70,6 +74,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     reconcileMs: o.reconcileMs ?? 1000,
     log,
     agentInterceptors: o.agentInterceptors,
+    ...o.serverOptions,
   });
   const port = server.server.address();
   const apiPort = typeof port === "object" && port ? port.port : 0;
@@ -91,6 +96,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       server.url,
       "--registration-token",
       token,
+      ...(o.agentArgs ?? []),
     ],
     { tls: server.identity.clientTls() },
   );
@@ -121,6 +127,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
         reconcileMs: o.reconcileMs ?? 1000,
         log,
         agentInterceptors: o.agentInterceptors,
+        ...o.serverOptions,
       });
     },
     async api(method, route, body, key = adminKey) {

@@ -55,7 +55,9 @@ export async function createHost(
 }
 
 /**
- * Exchanges a registration token for host credentials; the host becomes `online` with the facts
+ * Exchanges a registration token for host credentials and records the facts the agent
+ * reported. The host stays `pending` until its first heartbeat: the agent sends that once it
+ * serves with the certificate in this answer, so nothing calls it before it can be called.
  * the agent reported. The token works once (atomically: of two concurrent uses exactly one
  * wins); unknown, used or expired tokens are 401.
  */
@@ -98,7 +100,7 @@ export async function refreshHostToken(
 }
 
 /**
- * Records that the host is alive (`unreachable` → `online`); optional facts update what was
+ * Records that the host is alive (`pending` or `unreachable` → `online`); optional facts update what was
  * registered. 404 when the host was deleted: the agent then stops heartbeating.
  */
 export async function heartbeat(

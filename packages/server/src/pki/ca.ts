@@ -67,6 +67,9 @@ const serial = () => Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toS
 const positive = (hex: string) => `7${hex.slice(1)}`;
 
 export class CertificateAuthority {
+  /** How long host certificates live (tests shorten it to make agents renew at once). */
+  hostCertTtlMs = HOST_CERT_TTL_MS;
+
   private constructor(
     readonly certificate: X509Certificate,
     private readonly privateKey: Key,
@@ -146,7 +149,7 @@ export class CertificateAuthority {
     return this.sign({
       subject: `CN=${hostId}, O=${HOST_ORGANIZATION}`,
       publicKey: req.publicKey,
-      ttlMs: HOST_CERT_TTL_MS,
+      ttlMs: this.hostCertTtlMs,
       usage: EKU_SERVER_AUTH,
       san: [san],
     });

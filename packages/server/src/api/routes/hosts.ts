@@ -275,7 +275,10 @@ export function hostRoutes(deps: AppDeps) {
         },
       },
       responses: {
-        201: { description: "Registered; the host is online", ...json(CredentialsSchema) },
+        201: {
+          description: "Registered; the host is online with its first heartbeat",
+          ...json(CredentialsSchema),
+        },
         ...errorResponses,
       },
     }),

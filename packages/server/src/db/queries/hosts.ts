@@ -91,7 +91,7 @@ export async function consumeRegistrationToken(
          AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
        RETURNING host_id
      ), h AS (
-       UPDATE hosts SET status = 'online', address = $2, runtime = $3, arch = $4, cpu_cores = $5,
+       UPDATE hosts SET address = $2, runtime = $3, arch = $4, cpu_cores = $5,
          memory_mb = $6, disk_mb = $7, agent_version = $8, last_heartbeat_at = now(),
          updated_at = now()
        FROM t WHERE hosts.id = t.host_id
@@ -159,7 +159,8 @@ export async function recordHeartbeat(
     db,
     `WITH prev AS (SELECT id, status FROM hosts WHERE id = $1 FOR UPDATE)
      UPDATE hosts SET last_heartbeat_at = now(),
-       status = CASE WHEN hosts.status = 'unreachable' THEN 'online' ELSE hosts.status END,
+       status = CASE WHEN hosts.status IN ('unreachable', 'pending') THEN 'online'
+         ELSE hosts.status END,
        address = COALESCE($2, address), runtime = COALESCE($3, runtime),
        arch = COALESCE($4, arch), cpu_cores = COALESCE($5, cpu_cores),
        memory_mb = COALESCE($6, memory_mb), disk_mb = COALESCE($7, disk_mb),
