@@ -1563,7 +1563,7 @@ export interface paths {
         };
       };
       responses: {
-        /** @description Registered; the host is online */
+        /** @description Registered; the host is online with its first heartbeat */
         201: {
           headers: {
             [name: string]: unknown;
