@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
+import { writePrivateFile } from "./private-file.js";
 
 /** What a registered agent keeps between starts (`credentials.json`, mode 0600). */
 export interface StoredCredentials {
@@ -59,27 +59,9 @@ export async function loadCredentials(file: string): Promise<StoredCredentials |
   return o as unknown as StoredCredentials;
 }
 
-/**
- * Replaces the file atomically (a temporary file in the same directory, fsynced, renamed over
- * it): a crash mid-write must not lose the only copy of a just-rotated refresh token.
- */
+/** Written through `writePrivateFile`: atomic, 0600. */
 export async function saveCredentials(file: string, c: StoredCredentials): Promise<void> {
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = path.join(dir, `.credentials-${randomBytes(6).toString("hex")}.tmp`);
-  const fh = await open(tmp, "wx", 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(c, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await writePrivateFile(file, `${JSON.stringify(c, null, 2)}\n`);
 }
 
 export async function removeCredentials(file: string): Promise<void> {

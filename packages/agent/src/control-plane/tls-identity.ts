@@ -1,9 +1,10 @@
 // @peculiar/x509 resolves its algorithms through tsyringe, which needs this polyfill first.
 import "reflect-metadata";
 import { createPrivateKey, createPublicKey, generateKeyPairSync, webcrypto } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { cryptoProvider, Pkcs10CertificateRequestGenerator } from "@peculiar/x509";
+import { writePrivateFile } from "./private-file.js";
 
 /**
  * The agent's TLS key: made here (ECDSA P-256), kept in `<instance>/tls-key.pem` (0600) and
@@ -27,19 +28,7 @@ export async function loadOrCreateTlsKey(file: string): Promise<string> {
   }
   const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const pem = privateKey.export({ format: "pem", type: "pkcs8" }).toString();
-  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(pem);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file).catch(async (err: unknown) => {
-    await rm(tmp, { force: true });
-    throw err;
-  });
+  await writePrivateFile(file, pem);
   return pem;
 }
 
