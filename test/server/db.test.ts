@@ -28,6 +28,7 @@ const TABLES = [
   "api_keys",
   "audit_events",
   "certificate_authority",
+  "host_tags",
   "host_tokens",
   "hosts",
   "memberships",
