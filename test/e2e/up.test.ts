@@ -5,8 +5,16 @@
  * same data directory.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -108,17 +116,53 @@ function processesWith(needle: string): Proc[] {
   return found;
 }
 
-/** The cgroup v1 freezer state of a process ("FROZEN" for a paused namespace sandbox). */
-function freezerState(pid: number): string | undefined {
+/** The cgroup v1 freezer group of a process, if it is in one of its own. */
+function freezerGroup(pid: number): string | undefined {
   try {
     const line = readFileSync(`/proc/${pid}/cgroup`, "utf8")
       .split("\n")
       .find((l) => /^\d+:freezer:/.test(l));
     const group = line?.split(":")[2];
-    if (!group || group === "/") return undefined;
-    return readFileSync(`/sys/fs/cgroup/freezer${group}/freezer.state`, "utf8").trim();
+    return !group || group === "/" ? undefined : `/sys/fs/cgroup/freezer${group}`;
   } catch {
-    return undefined;
+    return undefined; // the process exited while we looked
+  }
+}
+
+/** The cgroup v1 freezer state of a process ("FROZEN" for a paused namespace sandbox). */
+function freezerState(pid: number): string | undefined {
+  const group = freezerGroup(pid);
+  try {
+    return group ? readFileSync(`${group}/freezer.state`, "utf8").trim() : undefined;
+  } catch {
+    return undefined; // the group went away with its last process
+  }
+}
+
+/**
+ * Kills what a failed run left behind. A paused namespace sandbox is frozen, and a frozen
+ * process cannot act on SIGKILL (it would sit in D state until a reboot), so its group is
+ * thawed first; then mounts below the data directory (its overlay) are detached.
+ */
+function killLeftovers(dataDir: string): void {
+  for (const p of processesWith(dataDir)) {
+    console.error(`cleanup: killing leftover ${p.pid} ${p.args.slice(0, 120)}`);
+    const group = freezerGroup(p.pid);
+    try {
+      if (group) writeFileSync(`${group}/freezer.state`, "THAWED");
+      process.kill(p.pid, "SIGKILL");
+    } catch (err) {
+      console.error(`cleanup: ${String(err)}`);
+    }
+  }
+  const mounts = readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m.startsWith(`${dataDir}/`))
+    .reverse();
+  for (const m of mounts) {
+    const r = spawnSync("umount", ["-l", m], { encoding: "utf8" });
+    if (r.status !== 0) console.error(`cleanup: umount ${m}: ${r.stderr}`);
   }
 }
 
@@ -180,15 +224,8 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
       console.error(`cleanup: ${String(err)}`);
     }
     if (up?.running()) await interrupt(up);
-    // Anything left (a daemon of a failed run) was started by this test: by its pid.
-    for (const p of processesWith(dataDir)) {
-      console.error(`cleanup: killing leftover ${p.pid} ${p.args.slice(0, 120)}`);
-      try {
-        process.kill(p.pid, "SIGKILL");
-      } catch (err) {
-        console.error(`cleanup: ${String(err)}`);
-      }
-    }
+    // Anything left (a daemon or sandbox of a failed run) was started by this test.
+    killLeftovers(dataDir);
     rmSync(dataDir, { recursive: true, force: true });
   });
 
