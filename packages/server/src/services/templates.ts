@@ -67,10 +67,10 @@ export class TemplateService {
     name: string,
     createdBy: string | null,
   ): Promise<{ template: TemplateRow; replaced: TemplateRow | undefined }> {
-    checkSnapshottable(sandbox);
     const old = await getTemplateByName(this.db, this.platformTeamId, name);
     if (name === BASE_TEMPLATE || old?.kind === "base")
       throw forbidden(`the built-in ${name} template cannot be replaced: choose another name`);
+    checkSnapshottable(sandbox);
     if (old) {
       const users = (await liveSandboxIdsOfTemplate(this.db, old.id)).filter(
         (id) => id !== sandbox.id,
