@@ -14,6 +14,7 @@ import { apiKeyRoutes } from "../../packages/server/src/api/routes/api-keys.js";
 import { authRoutes } from "../../packages/server/src/api/routes/auth.js";
 import { authSessionRoutes } from "../../packages/server/src/api/routes/auth-session.js";
 import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
+import { templateRoutes } from "../../packages/server/src/api/routes/templates.js";
 import { ensurePlatformTeam } from "../../packages/server/src/bootstrap/seed.js";
 import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
 import { insertPendingSandbox } from "../../packages/server/src/db/queries/sandboxes.js";
@@ -174,6 +175,7 @@ for (const kind of DB_KINDS) {
         teamRoutes,
         apiKeyRoutes,
         adminRoutes(service, platformTeamId),
+        templateRoutes(templates, platformTeamId),
       ]);
       admin = await signup("admin");
       await t.db.query("UPDATE users SET is_admin = true WHERE id = $1", [admin.id]);
@@ -477,6 +479,12 @@ for (const kind of DB_KINDS) {
       assert.equal(busy.status, 409);
       assert.equal(busy.body.error.code, "invalid_state");
       assert.deepEqual(busy.body.error.sandbox_ids, [inUse]);
+      // The team route takes an admin to the same platform delete.
+      const viaTeamRoute = await call("DELETE", `/v1/templates/${platformTpl.name}`, {
+        token: admin.token,
+      });
+      assert.equal(viaTeamRoute.status, 409, JSON.stringify(viaTeamRoute.body));
+      assert.deepEqual(viaTeamRoute.body.error.sandbox_ids, [inUse]);
       await t.db.query("UPDATE sandboxes SET status = 'stopped' WHERE id = $1", [inUse]);
       const del = await call("DELETE", `/v1/admin/templates/${platformTpl.name}`, {
         token: admin.token,
