@@ -4,6 +4,9 @@
  * sandboxes, template and sandbox listings. Sandboxes here sit on a host that never came
  * online (rows only; destroying them needs no agent); test/server/admin-agent.test.ts runs the
  * parts that need a real host agent.
+ *
+ * One file (~550 lines) because the cases share one app, one admin and one never-online host
+ * per database kind; split it when a part needs a fixture of its own.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
