@@ -374,6 +374,11 @@ for (const kind of DB_KINDS) {
       });
       assert.equal(self.status, 409);
       assert.equal(self.body.error.code, "conflict");
+      const selfOn = await call("PUT", `/v1/admin/users/${admin.id}/active`, {
+        token: admin.token,
+        body: { active: true },
+      });
+      assert.equal(selfOn.status, 409);
       const unknown = await call("PUT", `/v1/admin/users/usr_${"0".repeat(20)}/active`, {
         token: admin.token,
         body: { active: false },

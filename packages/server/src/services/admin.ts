@@ -48,8 +48,12 @@ export class AdminService {
    * destroys the live sandboxes of the teams they solely own.
    */
   async setActive(actorId: string, userId: string, active: boolean): Promise<ActiveChange> {
-    if (userId === actorId && !active)
-      throw conflict("conflict", "you cannot deactivate your own account: ask another admin");
+    // Yours is active (you are calling): only another admin may deactivate you.
+    if (userId === actorId)
+      throw conflict(
+        "conflict",
+        "you cannot change your own account's status: ask another admin to deactivate it",
+      );
     if (!(await getUserById(this.db, userId))) throw notFound("user");
     const user = await updateUserFlags(this.db, userId, {
       status: active ? "active" : "disabled",
