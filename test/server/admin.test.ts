@@ -356,6 +356,12 @@ for (const kind of DB_KINDS) {
 
     it("deactivation revokes keys and sessions and destroys sandboxes of solely owned teams", async () => {
       const user = await signup("leaver", true);
+      // A bearer login (the CLI's kind: no session to revoke) from before the deactivation.
+      const bearer = await call("POST", "/v1/auth/login", {
+        body: { email: user.email, password: user.password },
+      });
+      assert.equal(bearer.status, 200);
+      assert.equal((await call("GET", "/v1/me", { token: bearer.body.token })).status, 200);
       const key = await createKey(user);
       assert.equal((await call("GET", "/v1/api-keys", { apiKey: key })).status, 200);
       const other = await signup("co-owner");
@@ -419,6 +425,10 @@ for (const kind of DB_KINDS) {
         body: { email: user.email, password: user.password },
       });
       assert.equal(login.status, 200);
+      assert.equal((await call("GET", "/v1/me", { token: login.body.token })).status, 200);
+      const stale = await call("GET", "/v1/me", { token: bearer.body.token });
+      assert.equal(stale.status, 401, "a token from before the deactivation came back");
+      assert.match(stale.body.error.message, /deactivated; log in again/);
       assert.equal((await call("GET", "/v1/api-keys", { apiKey: key })).status, 401);
       const again = await call("POST", "/v1/auth/refresh", { cookie: user.cookie, csrf: true });
       assert.equal(again.status, 401);
