@@ -32,6 +32,7 @@ import { loadCertificateAuthority } from "./pki/ca-store.js";
 import { ControlPlaneIdentity } from "./pki/client-identity.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
+import { AdminService } from "./services/admin.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxEvents } from "./services/sandbox-events.js";
 import { SandboxService } from "./services/sandboxes.js";
@@ -144,6 +145,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const agents = new AgentClients({ log, interceptors: opts.agentInterceptors, identity });
     const sandboxes = new SandboxService(db, agents, platform.id, log);
     const templates = new TemplateService(db, sandboxes, platform.id, log);
+    const admin = new AdminService(db, sandboxes, templates, log);
     const deps: AppDeps = { db, config, sandboxes, agents };
     const events = new SandboxEvents(db, log);
     const modules: RouteModule[] = [
@@ -151,7 +153,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       authSessionRoutes,
       teamRoutes,
       apiKeyRoutes,
-      adminRoutes,
+      adminRoutes(admin, platform.id),
       hostRoutes,
       sandboxRoutes(sandboxes),
       commandRoutes,

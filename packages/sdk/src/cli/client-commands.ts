@@ -1,4 +1,5 @@
 import { NestboxApiError, NestboxClient } from "../client/index.js";
+import { ADMIN_AUTH_HELP, ADMIN_COMMANDS } from "./admin-commands.js";
 import { splitAtDash } from "./args.js";
 import {
   type Command,
@@ -94,6 +95,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
     "Lists, creates (from a sandbox) and deletes templates.",
     TEMPLATE_COMMANDS,
   );
+  const adminUsage = groupUsage(
+    "admin",
+    `Platform administration: teams, users, templates and sandboxes of every team.\n${ADMIN_AUTH_HELP}`,
+    ADMIN_COMMANDS,
+  );
   return {
     sandbox: {
       summary:
@@ -105,6 +111,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
       summary: "list, snapshot and delete templates",
       usage: templateUsage,
       run: (args) => dispatch("template", TEMPLATE_COMMANDS, templateUsage, args, io()),
+    },
+    admin: {
+      summary: "platform admins: teams (BYOC, delete), users (deactivate), templates, sandboxes",
+      usage: adminUsage,
+      run: (args) => dispatch("admin", ADMIN_COMMANDS, adminUsage, args, io()),
     },
   };
 }
