@@ -120,11 +120,18 @@ export async function touchSandbox(db: Queryable, id: string): Promise<void> {
   await db.query("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [id]);
 }
 
-export async function setSandboxTimeout(db: Queryable, id: string, timeoutSec: number) {
+/** Sets the idle timeout; with `statuses`, only of a sandbox in one of them (else undefined). */
+export async function setSandboxTimeout(
+  db: Queryable,
+  id: string,
+  timeoutSec: number,
+  statuses: readonly SandboxStatus[] = LIVE_STATUSES,
+) {
   return first<SandboxRecord>(
     db,
-    "UPDATE sandboxes SET timeout_sec = $2, updated_at = now() WHERE id = $1 RETURNING *",
-    [id, timeoutSec],
+    `UPDATE sandboxes SET timeout_sec = $2, updated_at = now()
+     WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
+    [id, timeoutSec, statuses],
   );
 }
 
@@ -203,14 +210,6 @@ export const setSandboxEndAt = (
                     ELSE GREATEST(end_at, now() + make_interval(secs => $2::integer)) END
          WHERE id = $1 RETURNING *`,
     [id, seconds],
-  );
-
-/** Running sandboxes whose end has passed, oldest end first (the expiry job's work list). */
-export const expiredRunningSandboxes = (db: Queryable, limit: number) =>
-  db.query<SandboxRecord>(
-    `SELECT * FROM sandboxes WHERE status = 'running' AND end_at IS NOT NULL AND end_at <= now()
-     ORDER BY end_at LIMIT $1`,
-    [limit],
   );
 
 /** Live sandboxes of one host, for reconciliation. */
