@@ -1,6 +1,6 @@
 import type { Db } from "../db/db.js";
-import { pruneUserSessions } from "../db/queries/user-sessions.js";
 import { pruneRunningPeriods } from "../db/queries/usage.js";
+import { pruneUserSessions } from "../db/queries/user-sessions.js";
 
 /** Any number shared by all control planes: only the holder of this lock runs housekeeping. */
 const HOUSEKEEPING_LOCK = 0x6e62_0003;

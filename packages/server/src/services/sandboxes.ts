@@ -381,7 +381,8 @@ export class SandboxService implements SandboxAccess {
     // Compare-and-set on status: destroyed meanwhile (another request, another control plane)
     // is a conflict, not a stopped row with a new timeout.
     const updated = await setSandboxTimeout(this.db, sandboxId, timeoutSec, ["running", "paused"]);
-    if (!updated) throw invalidState(`sandbox ${sandboxId} changed state while setting its timeout`);
+    if (!updated)
+      throw invalidState(`sandbox ${sandboxId} changed state while setting its timeout`);
     return updated;
   }
 
