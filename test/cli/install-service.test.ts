@@ -60,8 +60,10 @@ describe("nestbox install-service", () => {
     const envFile = path.join(dir, "absent.env");
     const r = run("install-service", "server", "--dry-run", "--env-file", envFile);
     assert.equal(r.status, 0, r.stderr);
-    const [unitText, envText] = r.stdout.split(`# ${envFile} (written when missing, mode 0600)`);
-    assert.ok(unitText?.startsWith("# /etc/systemd/system/nestbox-server.service\n"));
+    const [unitText = "", envText = ""] = r.stdout.split(
+      `# ${envFile} (written when missing, mode 0600)`,
+    );
+    assert.ok(unitText.startsWith("# /etc/systemd/system/nestbox-server.service\n"));
     assert.ok(envText, "the environment file it would create is shown");
     const u = directives(unitText);
     assert.equal(one(u, "User"), "nestbox");
