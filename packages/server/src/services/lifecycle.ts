@@ -1,5 +1,10 @@
 import type { Db } from "../db/db.js";
-import { claimExpiry, dueUnclaimedSandboxes, releaseExpiry } from "../db/queries/expiry.js";
+import {
+  claimExpiry,
+  dueUnclaimedSandboxes,
+  releaseExpiry,
+  renewExpiry,
+} from "../db/queries/expiry.js";
 import { getSandbox, type SandboxRecord, setSandboxEndAt } from "../db/queries/sandboxes.js";
 import { ApiError, invalidState, notFound } from "../errors.js";
 import type { SandboxService } from "./sandboxes.js";
@@ -11,10 +16,11 @@ export const EXPIRY_INTERVAL_MS = 500;
 /** A sandbox whose expiry failed (e.g. its host is unreachable) is tried again after this. */
 const EXPIRY_RETRY_MS = 10_000;
 /**
- * How long a claim keeps other control planes off a sandbox being expired: longer than any
- * pause (a VM writing its memory). A replica that dies mid-expiry holds it back this long.
+ * How long a claim keeps other control planes off a sandbox being expired. The claimant renews
+ * it while the expiry runs (a pause of a VM writing its memory may take longer), so this is
+ * only how long a replica that died mid-expiry holds the sandbox back.
  */
-export const EXPIRY_LEASE_MS = 2 * 60_000;
+export const EXPIRY_LEASE_MS = 20_000;
 /** Sandboxes handled per pass; the rest wait for the next pass, half a second later. */
 const EXPIRY_BATCH = 50;
 
@@ -162,10 +168,16 @@ export class SandboxLifecycle {
 
   /** Expires a claimed sandbox, then ends the claim (or keeps it until the retry time). */
   private async expire(row: SandboxRecord, report: ExpiryReport): Promise<void> {
+    const renew = setInterval(() => {
+      renewExpiry(this.db, row.id, EXPIRY_LEASE_MS).catch((err: unknown) =>
+        this.log(`[sandbox ${row.id}] renewing the expiry claim failed: ${String(err)}`),
+      );
+    }, EXPIRY_LEASE_MS / 4);
     let retryInMs = 0;
     try {
       retryInMs = await this.expireClaimed(row, report);
     } finally {
+      clearInterval(renew);
       await releaseExpiry(this.db, row.id, retryInMs);
     }
   }

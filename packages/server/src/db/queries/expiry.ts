@@ -31,6 +31,15 @@ export const claimExpiry = (db: Queryable, id: string, leaseMs: number) =>
     [id, leaseMs],
   );
 
+/** Keeps a claim `leaseMs` longer while its expiry is still under way. */
+export async function renewExpiry(db: Queryable, id: string, leaseMs: number): Promise<void> {
+  await db.query(
+    `UPDATE sandboxes SET expiry_claimed_until = now() + make_interval(secs => $2::float8 / 1000)
+     WHERE id = $1 AND expiry_claimed_until IS NOT NULL`,
+    [id, leaseMs],
+  );
+}
+
 /** Ends a claim: at once (`retryInMs` 0, the expiry is done) or after a retry delay. */
 export async function releaseExpiry(db: Queryable, id: string, retryInMs: number): Promise<void> {
   await db.query(
