@@ -153,6 +153,56 @@ describe("control-plane replicas behind haproxy", { timeout: 240_000 }, () => {
     }
   });
 
+  it("the reconciler finishes what a dead replica left half-done", async () => {
+    const created = await call(cluster.url, "POST", "/v1/sandboxes", { template: "base" });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const id = created.body.id as string;
+    const statusIs = async (want: string) =>
+      (
+        await cluster.db.db.query("SELECT 1 FROM sandboxes WHERE id = $1 AND status = $2", [
+          id,
+          want,
+        ])
+      ).length === 1;
+    // Its creator died after the agent made it, before writing `running` (a minute ago).
+    await cluster.db.db.query(
+      "UPDATE sandboxes SET status = 'pending', created_at = now() - interval '2 minutes' WHERE id = $1",
+      [id],
+    );
+    await waitFor(
+      () => statusIs("running"),
+      20_000,
+      () => "pending row not adopted",
+    );
+    // A resume whose replica died after the agent resumed it (or a pause before the agent call).
+    await cluster.db.db.query(
+      "UPDATE sandboxes SET status = 'paused', updated_at = now() - interval '2 minutes' WHERE id = $1",
+      [id],
+    );
+    await waitFor(
+      () => statusIs("running"),
+      20_000,
+      () => "paused row not adopted",
+    );
+    // A fresh write is left alone: that replica may still be working on it.
+    await cluster.db.db.query("UPDATE sandboxes SET status = 'paused' WHERE id = $1", [id]);
+    await sleep(5000);
+    assert.ok(await statusIs("paused"), "a paused row seconds old was changed");
+    await cluster.db.db.query("UPDATE sandboxes SET status = 'running' WHERE id = $1", [id]);
+    const destroyed = await call(cluster.url, "DELETE", `/v1/sandboxes/${id}`);
+    assert.equal(destroyed.status, 204);
+    // A create whose replica died before the agent ever heard of it.
+    await cluster.db.db.query(
+      "UPDATE sandboxes SET status = 'pending', created_at = now() - interval '2 minutes' WHERE id = $1",
+      [id],
+    );
+    await waitFor(
+      () => statusIs("error"),
+      20_000,
+      () => "pending row never failed",
+    );
+  });
+
   it("load through haproxy survives a SIGKILLed replica; database and agents agree", async () => {
     const outcomes: Outcome[] = [];
     const kept: string[] = [];
