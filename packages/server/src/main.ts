@@ -290,6 +290,10 @@ export async function main(argv: string[]): Promise<void> {
     domain: values.domain,
     publicUrl,
   };
+  if (config.databaseUrl && !process.env.NESTBOX_JWT_SECRET)
+    console.log(
+      `[server] NESTBOX_JWT_SECRET is not set: tokens are signed with ${dataDir}/jwt-secret, which other replicas do not have; give every replica the same NESTBOX_JWT_SECRET (and NESTBOX_CA_KEY)`,
+    );
   const running = await startServer({
     config,
     allInOne: values["all-in-one"],
