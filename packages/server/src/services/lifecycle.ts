@@ -11,6 +11,8 @@ import type { SandboxService } from "./sandboxes.js";
 
 /** Any number shared by all control planes: only the holder of this lock runs the expiry job. */
 const EXPIRY_LOCK = 0x6e62_0002;
+/** The states whose end time a client may move (a `missing` one may come back). */
+const RUNNING = ["running", "missing"] as const;
 /** How often the expiry job looks for sandboxes whose end has passed (E2B: within ~1 s). */
 export const EXPIRY_INTERVAL_MS = 500;
 /** A sandbox whose expiry failed (e.g. its host is unreachable) is tried again after this. */
@@ -57,8 +59,9 @@ export class SandboxLifecycle {
     const row = await this.sandboxes.get(teamId, sandboxId);
     if (row.status !== "running" && row.status !== "missing")
       throw notFound(`running sandbox ${sandboxId}`);
-    const updated = await setSandboxEndAt(this.db, sandboxId, seconds, "exact");
-    if (!updated) throw notFound(`sandbox ${sandboxId}`);
+    // Compare-and-set: paused or destroyed meanwhile (another request or replica) is not found.
+    const updated = await setSandboxEndAt(this.db, sandboxId, seconds, "exact", RUNNING);
+    if (!updated) throw notFound(`running sandbox ${sandboxId}`);
     return updated;
   }
 
@@ -72,29 +75,38 @@ export class SandboxLifecycle {
     sandboxId: string,
     seconds: number,
   ): Promise<{ sandbox: SandboxRecord; resumed: boolean }> {
-    const row = await this.sandboxes.get(teamId, sandboxId);
-    switch (row.status) {
-      case "running":
-      case "missing":
-        return { sandbox: await this.extend(row, seconds), resumed: false };
-      case "paused":
-        break;
-      case "pending":
-        throw invalidState(`sandbox ${sandboxId} is still being created`);
-      default:
-        throw notFound(`sandbox ${sandboxId}`);
-    }
-    try {
-      return {
-        sandbox: await this.sandboxes.resume(teamId, sandboxId, undefined, seconds),
-        resumed: true,
-      };
-    } catch (err) {
-      // A concurrent connect resumed it first: it is running now, which is what was asked.
-      if (!(err instanceof ApiError && err.status === 409)) throw err;
-      const now = await getSandbox(this.db, teamId, sandboxId);
-      if (now?.status !== "running") throw err;
-      return { sandbox: await this.extend(now, seconds), resumed: false };
+    // Twice at most: a sandbox paused by its end (or by another replica) between the read and
+    // the write is looked at again and resumed.
+    for (let attempt = 0; ; attempt++) {
+      const row = await this.sandboxes.get(teamId, sandboxId);
+      switch (row.status) {
+        case "running":
+        case "missing": {
+          const extended = await this.extend(row, seconds);
+          if (extended) return { sandbox: extended, resumed: false };
+          if (attempt === 0) continue;
+          throw invalidState(`sandbox ${sandboxId} keeps changing state; try again`);
+        }
+        case "paused":
+          break;
+        case "pending":
+          throw invalidState(`sandbox ${sandboxId} is still being created`);
+        default:
+          throw notFound(`sandbox ${sandboxId}`);
+      }
+      try {
+        return {
+          sandbox: await this.sandboxes.resume(teamId, sandboxId, undefined, seconds),
+          resumed: true,
+        };
+      } catch (err) {
+        // A concurrent connect resumed it first: it is running now, which is what was asked.
+        if (!(err instanceof ApiError && err.status === 409)) throw err;
+        const now = await getSandbox(this.db, teamId, sandboxId);
+        const extended = now?.status === "running" ? await this.extend(now, seconds) : undefined;
+        if (!extended) throw err;
+        return { sandbox: extended, resumed: false };
+      }
     }
   }
 
@@ -107,8 +119,9 @@ export class SandboxLifecycle {
     return this.sandboxes.resume(teamId, sandboxId, undefined, seconds);
   }
 
-  private async extend(row: SandboxRecord, seconds: number): Promise<SandboxRecord> {
-    return (await setSandboxEndAt(this.db, row.id, seconds, "extend")) ?? row;
+  /** Moves a running sandbox's end later; undefined when it is not running any more. */
+  private extend(row: SandboxRecord, seconds: number): Promise<SandboxRecord | undefined> {
+    return setSandboxEndAt(this.db, row.id, seconds, "extend", RUNNING);
   }
 
   start(intervalMs = EXPIRY_INTERVAL_MS): void {

@@ -193,23 +193,25 @@ export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promis
 /**
  * Sets the absolute end: `exact` = now + seconds (may shorten); `extend` = the later of the
  * current end and now + seconds, leaving a sandbox without an end (null: idle TTL only) as it is.
+ * Only of a sandbox in one of `statuses` (compare-and-set): undefined otherwise.
  */
 export const setSandboxEndAt = (
   db: Queryable,
   id: string,
   seconds: number,
   mode: "exact" | "extend",
+  statuses: readonly SandboxStatus[] = LIVE_STATUSES,
 ) =>
   first<SandboxRecord>(
     db,
     mode === "exact"
       ? `UPDATE sandboxes SET end_at = now() + make_interval(secs => $2::integer), updated_at = now()
-         WHERE id = $1 RETURNING *`
+         WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`
       : `UPDATE sandboxes SET updated_at = now(),
            end_at = CASE WHEN end_at IS NULL THEN NULL
                     ELSE GREATEST(end_at, now() + make_interval(secs => $2::integer)) END
-         WHERE id = $1 RETURNING *`,
-    [id, seconds],
+         WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
+    [id, seconds, statuses],
   );
 
 /** Live sandboxes of one host, for reconciliation. */
