@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { SANDBOX_CAPS } from "../../packages/agent/src/runtime/namespace/bwrap.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const nestbox = path.join(root, "nestbox");
@@ -108,6 +109,8 @@ describe("nestbox install-service", () => {
       assert.ok(caps.includes(cap), cap);
     for (const cap of ["CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_MAC_ADMIN"])
       assert.ok(!caps.includes(cap), cap);
+    // bwrap can grant a sandbox's root only capabilities the agent itself may have.
+    for (const cap of SANDBOX_CAPS) assert.ok(caps.includes(cap), `${cap} (a sandbox's)`);
   });
 
   it("refuses bad usage with exit 2", () => {

@@ -185,7 +185,10 @@ describe("control-plane replicas behind haproxy", { timeout: 240_000 }, () => {
       () => "paused row not adopted",
     );
     // A fresh write is left alone: that replica may still be working on it.
-    await cluster.db.db.query("UPDATE sandboxes SET status = 'paused' WHERE id = $1", [id]);
+    await cluster.db.db.query(
+      "UPDATE sandboxes SET status = 'paused', updated_at = now() WHERE id = $1",
+      [id],
+    );
     await sleep(5000);
     assert.ok(await statusIs("paused"), "a paused row seconds old was changed");
     await cluster.db.db.query("UPDATE sandboxes SET status = 'running' WHERE id = $1", [id]);
@@ -367,9 +370,12 @@ describe("control-plane replicas behind haproxy", { timeout: 240_000 }, () => {
     );
     assert.equal(stoppedRows.length, destroyed.length);
 
+    const logs = cluster.servers.map((s) => s.output).join("\n");
+    const reconciled = logs.split("\n").filter((l) => / reconciled: /.test(l));
+    console.log(`reconciler changes after the kill:\n${reconciled.join("\n")}`);
+
     // Nothing expired twice: one "end time reached" per E2B sandbox at most, across every run
     // of both replicas, and one running period each, closed.
-    const logs = cluster.servers.map((s) => s.output).join("\n");
     for (const id of e2b) {
       const ends = logs.split("\n").filter((l) => l.includes(`[sandbox ${id}] end time reached`));
       assert.ok(ends.length <= 1, `${id} expired ${ends.length} times:\n${ends.join("\n")}`);

@@ -52,7 +52,9 @@ export const AGENT_STATE_DIR = "/var/lib/nestbox";
  * SETGID, SETPCAP), chroot/pivot_root (SYS_CHROOT), owning and reading every sandbox's files
  * (CHOWN, DAC_*, FOWNER, FSETID, SETFCAP, MKNOD), signalling sandbox processes (KILL), raising
  * QEMU's limits (SYS_RESOURCE, IPC_LOCK), reading sandbox processes' /proc entries on re-adoption
- * (SYS_PTRACE), and raw sockets of the network tools (NET_RAW, NET_BIND_SERVICE).
+ * (SYS_PTRACE), and raw sockets of the network tools (NET_RAW, NET_BIND_SERVICE). It also holds
+ * every capability root in a namespace sandbox keeps (the agent's SANDBOX_CAPS, which bwrap can
+ * only grant from this set; AUDIT_WRITE for sudo in the sandbox).
  */
 export const AGENT_CAPABILITIES = [
   "CAP_SYS_ADMIN",
@@ -74,6 +76,7 @@ export const AGENT_CAPABILITIES = [
   "CAP_SYS_RESOURCE",
   "CAP_IPC_LOCK",
   "CAP_SYS_PTRACE",
+  "CAP_AUDIT_WRITE",
 ] as const;
 
 /** systemd treats `%` specially and a line ending in `\` continues: refuse such paths. */

@@ -274,9 +274,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       agents.push({ hostId, agent });
       cleanups.push(async () => {
         await agent.kill();
-        rmSync(path.join(AGENT_DATA_DIR, "agent", a.instance, "credentials.json"), {
-          force: true,
-        });
+        // Its credentials, key and records: the instance letter is this test's alone.
+        rmSync(path.join(AGENT_DATA_DIR, "agent", a.instance), { recursive: true, force: true });
       });
       await waitFor(
         async () =>
