@@ -273,6 +273,11 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const hostId = (created.host as { id: string }).id;
       agents.push({ hostId, agent });
       cleanups.push(async () => {
+        // Terminate destroys whatever sandboxes a failed test left, then the agent exits.
+        if (agent.child.exitCode === null && agent.child.signalCode === null)
+          await agent.client.terminate({}, { timeoutMs: 60_000 }).catch((err: unknown) => {
+            console.error(`terminating agent ${a.instance}: ${String(err)}`);
+          });
         await agent.kill();
         // Its credentials, key and records: the instance letter is this test's alone.
         rmSync(path.join(AGENT_DATA_DIR, "agent", a.instance), { recursive: true, force: true });
