@@ -35,8 +35,10 @@ if [ -f images/deps.txt ]; then
     [ -n "$p" ] && debs+=("$p")
   done < images/deps.txt
 fi
-# Test-only: the browser the dashboard tests drive (playwright-core downloads no browser).
-[ "$WITH_TEST" = 1 ] && debs+=(chromium)
+# Test-only: the browser the dashboard tests drive (playwright-core downloads no browser), and
+# the load balancer in front of two control planes in the replicas test (which runs its own
+# haproxy; the package's service, with its default configuration, listens on nothing).
+[ "$WITH_TEST" = 1 ] && debs+=(chromium haproxy)
 node_ok=1
 find_node >/dev/null || node_ok=0
 [ "$node_ok" = 1 ] || debs+=(nodejs npm)

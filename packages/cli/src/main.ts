@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { NESTBOX_VERSION } from "@nestbox/proto/version";
 import { type Command, clientCommands, HELP_FLAGS, UsageError } from "@nestbox/sdk/cli";
 import { runAgent, runEnvd, runImageBuild, runMigrate, runServer } from "./daemons.js";
+import { INSTALL_SERVICE_USAGE, runInstallService } from "./install-service.js";
 import { runUp, UP_USAGE } from "./up.js";
 
 /** The `nestbox` command line: the daemons, `up`, `image`, and the SDK's client commands. */
@@ -64,6 +65,11 @@ inputs: a second run is a no-op that says so. Needs root (debootstrap, chroot).`
         throw new UsageError(`unknown image command: ${sub ?? "(none)"}; try: nestbox image build`);
       return runImageBuild(repoRoot, rest);
     },
+  },
+  "install-service": {
+    summary: "write a systemd unit for the control plane or the host agent (needs root)",
+    usage: INSTALL_SERVICE_USAGE.trimEnd(),
+    run: (args) => runInstallService(args, { repoRoot }),
   },
   ...clientCommands,
   version: {

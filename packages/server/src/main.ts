@@ -33,6 +33,7 @@ import { ControlPlaneIdentity } from "./pki/client-identity.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
 import { AdminService } from "./services/admin.js";
+import { Housekeeping } from "./services/housekeeping.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxEvents } from "./services/sandbox-events.js";
 import { SandboxService } from "./services/sandboxes.js";
@@ -62,6 +63,7 @@ Options:
   --bootstrap-admin <email>  multi-host deployments: make sure this platform admin exists
                            (password in <data-dir>/admin-password, API key in
                            <data-dir>/admin-api-key, both 0600); idempotent
+  --reconcile-interval <s> seconds between reconciliations with the host agents (default 15)
   --stop-when-stdin-closes stop as on SIGTERM when stdin reaches its end (a pipe from a
                            supervisor such as 'nestbox up' that may be killed outright)
   -h, --help               this help
@@ -71,6 +73,10 @@ Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
 Host agents are trusted through the control plane's certificate authority: kept in the
 database, its key sealed with NESTBOX_CA_KEY (64 hex; replicas need the same one; default a
 key kept in <data-dir>/ca-key), or given as PEM files NESTBOX_CA_CERT_FILE + NESTBOX_CA_KEY_FILE.
+
+Several control planes (replicas) may serve one PostgreSQL database behind a load balancer:
+give them the same DATABASE_URL, NESTBOX_JWT_SECRET and NESTBOX_CA_KEY. The periodic jobs
+(reconciler and host monitor, expiry, housekeeping) run on one of them at a time.
 `;
 
 export interface RunningServer {
@@ -127,6 +133,15 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       const local = await ensureLocalHostToken(db, config.dataDir);
       if (local.tokenFile)
         log(`[server] local host agent registration token written to ${local.tokenFile}`);
+    } else if (opts.bootstrapAdminEmail) {
+      const seeded = await seedAllInOne(db, {
+        dataDir: config.dataDir,
+        adminEmail: opts.bootstrapAdminEmail,
+        adminApiKey: opts.adminApiKey,
+      });
+      log(
+        `[server] platform admin ${opts.bootstrapAdminEmail}: password in ${config.dataDir}/admin-password (when created here), API key in ${seeded.apiKeyFile}`,
+      );
     }
 
     const ca = await loadCertificateAuthority(
@@ -192,6 +207,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const reconciler = new Reconciler(db, agents, log);
     reconciler.start(opts.reconcileMs);
     lifecycle.start();
+    const housekeeping = new Housekeeping(db, log);
+    housekeeping.start();
     const addr = server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
@@ -207,6 +224,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         identity.stop();
         await lifecycle.stop();
         await reconciler.stop();
+        await housekeeping.stop();
         proxy.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -239,6 +257,7 @@ export async function main(argv: string[]): Promise<void> {
       "public-url": { type: "string", default: process.env.NESTBOX_PUBLIC_URL },
       "all-in-one": { type: "boolean", default: false },
       "bootstrap-admin": { type: "string" },
+      "reconcile-interval": { type: "string", default: "15" },
       "stop-when-stdin-closes": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -258,6 +277,11 @@ export async function main(argv: string[]): Promise<void> {
   } catch {
     throw new UsageError(`--public-url is not a URL: ${publicUrl}`);
   }
+  const reconcileSec = Number(values["reconcile-interval"]);
+  if (!(reconcileSec >= 0.1 && reconcileSec <= 3600))
+    throw new UsageError(
+      `--reconcile-interval must be seconds between 0.1 and 3600, got ${values["reconcile-interval"]}`,
+    );
   const dataDir = values["data-dir"];
   const config: ServerConfig = {
     host,
@@ -268,11 +292,16 @@ export async function main(argv: string[]): Promise<void> {
     domain: values.domain,
     publicUrl,
   };
+  if (config.databaseUrl && !process.env.NESTBOX_JWT_SECRET)
+    console.log(
+      `[server] NESTBOX_JWT_SECRET is not set: tokens are signed with ${dataDir}/jwt-secret, which other replicas do not have; give every replica the same NESTBOX_JWT_SECRET (and NESTBOX_CA_KEY)`,
+    );
   const running = await startServer({
     config,
     allInOne: values["all-in-one"],
     bootstrapAdminEmail: values["bootstrap-admin"],
     adminApiKey: process.env.NESTBOX_ADMIN_API_KEY || undefined,
+    reconcileMs: reconcileSec * 1000,
   });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -5,7 +5,6 @@ import {
   insertUserSession,
   lockRefreshToken,
   markRotated,
-  pruneUserSessions,
   revokeUserSession,
   touchUserSession,
   type UserSessionRow,
@@ -25,9 +24,6 @@ export const SESSION_ACCESS_TTL_SEC = 10 * 60;
 /** A session ends this long after sign-in however often it is refreshed. */
 export const SESSION_TTL_SEC = 30 * 24 * 60 * 60;
 
-const PRUNE_EVERY_MS = 60 * 60 * 1000;
-let lastPrune = 0;
-
 export interface StartedSession {
   session: UserSessionRow;
   refreshToken: string;
@@ -38,10 +34,6 @@ export async function startSession(
   userId: string,
   teamId: string,
 ): Promise<StartedSession> {
-  if (Date.now() - lastPrune > PRUNE_EVERY_MS) {
-    lastPrune = Date.now();
-    await pruneUserSessions(db);
-  }
   const refreshToken = newOpaqueToken();
   const session = await db.transaction(async (tx) => {
     const s = await insertUserSession(tx, {

@@ -8,8 +8,19 @@ import { markStaleHostsUnreachable } from "./registration.js";
 const RECONCILE_LOCK = 0x6e62_0001;
 /** A host that has not sent a heartbeat for this long is unreachable. */
 export const HEARTBEAT_STALE_SEC = 45;
-/** A create that has been pending this long without the agent knowing it has failed. */
-const PENDING_GRACE_MS = 5 * 60_000;
+/**
+ * A create that has been pending this long without the agent knowing it has failed (the agent
+ * lists a create from the moment it takes it, as `starting`; a minute covers the control
+ * plane's own steps before the call, or a control plane that died before making it).
+ */
+const PENDING_GRACE_MS = 60_000;
+/**
+ * A row this long in `pending` or `paused` (since its last write) whose sandbox the agent runs:
+ * the control plane that created or resumed it died before writing `running` (or the one
+ * pausing it died before calling the agent); a live one writes within milliseconds of the
+ * agent's answer. (A pause slower than this is seen running, then paused on the next pass.)
+ */
+const ORPHAN_GRACE_MS = 60_000;
 
 export interface ReconcileReport {
   hostsChecked: number;
@@ -122,6 +133,12 @@ export class Reconciler {
           await change(row.id, [row.status], "paused");
         } else if (actual === "running" && row.status === "missing") {
           await change(row.id, ["missing"], "running");
+        } else if (actual === "running" && row.status === "pending") {
+          if (Date.now() - row.created_at.getTime() > ORPHAN_GRACE_MS)
+            await change(row.id, ["pending"], "running", { started: true });
+        } else if (actual === "running" && row.status === "paused") {
+          if (Date.now() - row.updated_at.getTime() > ORPHAN_GRACE_MS)
+            await change(row.id, ["paused"], "running");
         } else if (actual === undefined) {
           if (row.status === "pending") {
             if (Date.now() - row.created_at.getTime() > PENDING_GRACE_MS)

@@ -231,7 +231,9 @@ export class SandboxService implements SandboxAccess {
           allowInternetAccess: row.allow_internet_access,
           envdAccessToken: row.envd_access_token ?? "",
         });
-        const done = await transitionSandbox(this.db, id, ["pending"], "running", {
+        // From `running` too: a reconciler that saw the agent run it while this control plane
+        // was slow to write (taking it for the orphan of a dead replica) has adopted it already.
+        const done = await transitionSandbox(this.db, id, ["pending", "running"], "running", {
           started: true,
           envdVersion: res.envdVersion,
         });
@@ -330,7 +332,6 @@ export class SandboxService implements SandboxAccess {
     if (row.status !== "paused")
       throw invalidState(`sandbox ${sandboxId} is ${row.status}, not paused`);
     const agent = await this.agentFor(row);
-    if (timeoutSec !== undefined) await setSandboxTimeout(this.db, sandboxId, timeoutSec);
     if (row.end_at)
       await setSandboxEndAt(
         this.db,
@@ -343,6 +344,8 @@ export class SandboxService implements SandboxAccess {
     } catch (err) {
       throw agentFailure(sandboxId, "resume", err);
     }
+    // Only now: a failed resume leaves the host's idle timeout, so the row keeps it too.
+    if (timeoutSec !== undefined) await setSandboxTimeout(this.db, sandboxId, timeoutSec);
     const done = await transitionSandbox(this.db, sandboxId, ["paused"], "running", {
       started: true,
     });
@@ -375,8 +378,11 @@ export class SandboxService implements SandboxAccess {
     } catch (err) {
       throw agentFailure(sandboxId, "set timeout", err);
     }
-    const updated = await setSandboxTimeout(this.db, sandboxId, timeoutSec);
-    if (!updated) throw notFound(`sandbox ${sandboxId}`);
+    // Compare-and-set on status: destroyed meanwhile (another request, another control plane)
+    // is a conflict, not a stopped row with a new timeout.
+    const updated = await setSandboxTimeout(this.db, sandboxId, timeoutSec, ["running", "paused"]);
+    if (!updated)
+      throw invalidState(`sandbox ${sandboxId} changed state while setting its timeout`);
     return updated;
   }
 

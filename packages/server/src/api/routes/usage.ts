@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireCaller } from "../../auth/middleware.js";
-import { pruneRunningPeriods, runningSeries, teamUsageNow } from "../../db/queries/usage.js";
+import { runningSeries, teamUsageNow } from "../../db/queries/usage.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps } from "../context.js";
 import { errorResponses } from "../schemas.js";
@@ -9,7 +9,6 @@ import { errorResponses } from "../schemas.js";
 
 const HOURS = 24;
 const BUCKET_MIN = 5;
-const PRUNE_EVERY_MS = 60 * 60 * 1000;
 
 const UsageSchema = z
   .object({
@@ -28,7 +27,6 @@ const UsageSchema = z
 
 export const usageRoutes: RouteModule = (deps: AppDeps) => {
   const r = newRouter();
-  let lastPrune = 0;
   r.openapi(
     createRoute({
       method: "get",
@@ -44,10 +42,6 @@ export const usageRoutes: RouteModule = (deps: AppDeps) => {
     }),
     async (c) => {
       const teamId = c.get("caller").teamId;
-      if (Date.now() - lastPrune > PRUNE_EVERY_MS) {
-        lastPrune = Date.now();
-        await pruneRunningPeriods(deps.db);
-      }
       const [now, series] = await Promise.all([
         teamUsageNow(deps.db, teamId),
         runningSeries(deps.db, teamId, HOURS, BUCKET_MIN),

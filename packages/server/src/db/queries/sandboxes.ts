@@ -120,11 +120,18 @@ export async function touchSandbox(db: Queryable, id: string): Promise<void> {
   await db.query("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [id]);
 }
 
-export async function setSandboxTimeout(db: Queryable, id: string, timeoutSec: number) {
+/** Sets the idle timeout; with `statuses`, only of a sandbox in one of them (else undefined). */
+export async function setSandboxTimeout(
+  db: Queryable,
+  id: string,
+  timeoutSec: number,
+  statuses: readonly SandboxStatus[] = LIVE_STATUSES,
+) {
   return first<SandboxRecord>(
     db,
-    "UPDATE sandboxes SET timeout_sec = $2, updated_at = now() WHERE id = $1 RETURNING *",
-    [id, timeoutSec],
+    `UPDATE sandboxes SET timeout_sec = $2, updated_at = now()
+     WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
+    [id, timeoutSec, statuses],
   );
 }
 
@@ -186,31 +193,25 @@ export async function listSandboxes(db: Queryable, f: SandboxListFilter): Promis
 /**
  * Sets the absolute end: `exact` = now + seconds (may shorten); `extend` = the later of the
  * current end and now + seconds, leaving a sandbox without an end (null: idle TTL only) as it is.
+ * Only of a sandbox in one of `statuses` (compare-and-set): undefined otherwise.
  */
 export const setSandboxEndAt = (
   db: Queryable,
   id: string,
   seconds: number,
   mode: "exact" | "extend",
+  statuses: readonly SandboxStatus[] = LIVE_STATUSES,
 ) =>
   first<SandboxRecord>(
     db,
     mode === "exact"
       ? `UPDATE sandboxes SET end_at = now() + make_interval(secs => $2::integer), updated_at = now()
-         WHERE id = $1 RETURNING *`
+         WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`
       : `UPDATE sandboxes SET updated_at = now(),
            end_at = CASE WHEN end_at IS NULL THEN NULL
                     ELSE GREATEST(end_at, now() + make_interval(secs => $2::integer)) END
-         WHERE id = $1 RETURNING *`,
-    [id, seconds],
-  );
-
-/** Running sandboxes whose end has passed, oldest end first (the expiry job's work list). */
-export const expiredRunningSandboxes = (db: Queryable, limit: number) =>
-  db.query<SandboxRecord>(
-    `SELECT * FROM sandboxes WHERE status = 'running' AND end_at IS NOT NULL AND end_at <= now()
-     ORDER BY end_at LIMIT $1`,
-    [limit],
+         WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
+    [id, seconds, statuses],
   );
 
 /** Live sandboxes of one host, for reconciliation. */

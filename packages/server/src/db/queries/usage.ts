@@ -47,4 +47,6 @@ export const runningSeries = (db: Queryable, teamId: string, hours: number, buck
 
 /** History no chart can show any more. */
 export const pruneRunningPeriods = (db: Queryable) =>
-  db.query("DELETE FROM sandbox_running_periods WHERE ended_at < now() - interval '25 hours'");
+  db.query(
+    "DELETE FROM sandbox_running_periods WHERE ended_at < now() - interval '25 hours' RETURNING 1",
+  );
