@@ -225,7 +225,7 @@ describe("management pages", () => {
     await dialog.getByRole("button", { name: "Create sandbox" }).click();
     const alert = dialog.getByRole("alert");
     await alert.waitFor();
-    assert.match((await alert.textContent()) ?? "", /no online host has room/);
+    assert.match((await alert.textContent()) ?? "", /no host is online/);
     assert.equal(posts, 1);
     page.off("request", count);
     await stack.screenshot("pages-new-sandbox-error");
