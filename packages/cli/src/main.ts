@@ -19,6 +19,7 @@ const DAEMONS_WITH_OWN_HELP = new Set([
   "migrate",
   "sandbox",
   "template",
+  "host",
 ]);
 
 const commands: Record<string, Command> = {
