@@ -21,6 +21,9 @@ import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
 import { authenticateApiKey } from "../../packages/server/src/auth/api-keys.js";
 import { authenticateRequestHeaders } from "../../packages/server/src/auth/middleware.js";
 import { ensurePlatformTeam, seedAllInOne } from "../../packages/server/src/bootstrap/seed.js";
+import { AdminService } from "../../packages/server/src/services/admin.js";
+import { SandboxService } from "../../packages/server/src/services/sandboxes.js";
+import { TemplateService } from "../../packages/server/src/services/templates.js";
 import { type AppFixture, openAppFixture } from "./support/app-fixture.js";
 import { DB_KINDS, type TestDb } from "./support/db-fixture.js";
 
@@ -63,7 +66,11 @@ for (const kind of DB_KINDS) {
       fx = await openAppFixture(kind);
       t = fx.t;
       deps = fx.deps;
-      app = buildApp(deps, [authRoutes, teamRoutes, apiKeyRoutes, adminRoutes]);
+      const platform = await ensurePlatformTeam(t.db);
+      const sandboxes = new SandboxService(t.db, deps.agents, platform.id, () => {});
+      const templates = new TemplateService(t.db, sandboxes, platform.id, () => {});
+      const admin = new AdminService(t.db, sandboxes, templates, () => {});
+      app = buildApp(deps, [authRoutes, teamRoutes, apiKeyRoutes, adminRoutes(admin, platform.id)]);
     });
 
     after(async () => {
@@ -526,7 +533,8 @@ for (const kind of DB_KINDS) {
       await t.db.query("UPDATE users SET is_admin = true WHERE id = $1", [admin.userId]);
       const users = await call("GET", "/v1/admin/users", { token: admin.token });
       assert.equal(users.status, 200);
-      const ids = users.body.map((u: { id: string }) => u.id);
+      assert.equal(users.body.page, 1);
+      const ids = users.body.users.map((u: { id: string }) => u.id);
       assert.ok(ids.includes(admin.userId) && ids.includes(user.userId));
       assert.ok(!JSON.stringify(users.body).includes("argon2"), "no password hashes");
       // An API key is never an admin credential.

@@ -33,6 +33,7 @@ import { loadCertificateAuthority } from "./pki/ca-store.js";
 import { ControlPlaneIdentity } from "./pki/client-identity.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
 import { loadJwtSecret } from "./secrets.js";
+import { AdminService } from "./services/admin.js";
 import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxEvents } from "./services/sandbox-events.js";
 import { SandboxService } from "./services/sandboxes.js";
@@ -163,6 +164,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       ...(opts.logLevel === "debug" ? { debug: log } : {}),
     });
     const templates = new TemplateService(db, sandboxes, platform.id, log);
+    const admin = new AdminService(db, sandboxes, templates, log);
     const deps: AppDeps = { db, config, sandboxes, agents };
     const events = new SandboxEvents(db, log);
     const modules: RouteModule[] = [
@@ -170,7 +172,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       authSessionRoutes,
       teamRoutes,
       apiKeyRoutes,
-      adminRoutes,
+      adminRoutes(admin, platform.id),
       hostRoutes,
       sandboxRoutes(sandboxes),
       commandRoutes,

@@ -1,4 +1,5 @@
 import { NestboxApiError, NestboxClient } from "../client/index.js";
+import { ADMIN_AUTH_HELP, ADMIN_COMMANDS } from "./admin-commands.js";
 import { splitAtDash } from "./args.js";
 import {
   type Command,
@@ -100,6 +101,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
     "Registers, lists, drains, tags and deletes host agents' hosts (platform admins; a BYOC team's owner and admins for the team's own).",
     HOST_COMMANDS,
   );
+  const adminUsage = groupUsage(
+    "admin",
+    `Platform administration: teams, users, templates and sandboxes of every team.\n${ADMIN_AUTH_HELP}`,
+    ADMIN_COMMANDS,
+  );
   return {
     sandbox: {
       summary:
@@ -116,6 +122,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
       summary: "create (with a registration token), list, drain, tag and delete hosts",
       usage: hostUsage,
       run: (args) => dispatch("host", HOST_COMMANDS, hostUsage, args, io()),
+    },
+    admin: {
+      summary: "platform admins: teams (BYOC, delete), users (deactivate), templates, sandboxes",
+      usage: adminUsage,
+      run: (args) => dispatch("admin", ADMIN_COMMANDS, adminUsage, args, io()),
     },
   };
 }

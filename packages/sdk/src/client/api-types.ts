@@ -1202,30 +1202,33 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
-  "/v1/admin/users": {
+  "/v1/admin/teams": {
     parameters: {
       query?: never;
       header?: never;
       path?: never;
       cookie?: never;
     };
-    /** Every user account, oldest first */
+    /** Every team: live ones first, newest first */
     get: {
       parameters: {
-        query?: never;
+        query?: {
+          page?: number;
+          per_page?: number;
+        };
         header?: never;
         path?: never;
         cookie?: never;
       };
       requestBody?: never;
       responses: {
-        /** @description Users */
+        /** @description A page of teams */
         200: {
           headers: {
             [name: string]: unknown;
           };
           content: {
-            "application/json": components["schemas"]["User"][];
+            "application/json": components["schemas"]["AdminTeamPage"];
           };
         };
         /** @description Invalid input */
@@ -1255,9 +1258,346 @@ export interface paths {
             "application/json": components["schemas"]["Error"];
           };
         };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
       };
     };
     put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/teams/{id}/byoc": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    /**
+     * Make a team bring-your-own-compute (one way)
+     * @description Its sandboxes then run only on its own BYOC hosts. `enabled: false` is refused: a team cannot go back to the shared hosts. Enabling it again is a no-op.
+     */
+    put: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          "application/json": components["schemas"]["AdminTeamByoc"];
+        };
+      };
+      responses: {
+        /** @description BYOC is on */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/teams/{id}": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    post?: never;
+    /**
+     * Delete any team, destroying its live sandboxes
+     * @description Its API keys stop working and its members lose access at once. The platform team cannot be deleted (409 `conflict`).
+     */
+    delete: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Deleted */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Refused in the current state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/users": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Every user account, oldest first */
+    get: {
+      parameters: {
+        query?: {
+          page?: number;
+          per_page?: number;
+        };
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description A page of users */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["AdminUserPage"];
+          };
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/users/{id}/active": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    /**
+     * Activate or deactivate an account
+     * @description Deactivating also revokes every API key the user created (they stay revoked after a re-activation), ends their browser sessions, and destroys the live sandboxes of the teams they solely own. You cannot deactivate yourself (409 `conflict`).
+     */
+    put: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          "application/json": components["schemas"]["AdminUserActive"];
+        };
+      };
+      responses: {
+        /** @description The account */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["User"];
+          };
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Refused in the current state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
     post?: never;
     delete?: never;
     options?: never;
@@ -1278,7 +1618,10 @@ export interface paths {
     delete?: never;
     options?: never;
     head?: never;
-    /** Disable or re-enable an account, or grant or remove the admin flag */
+    /**
+     * Suspend or re-enable an account, or grant or remove the admin flag
+     * @description `status: disabled` only shuts the account out (its keys work again when it is re-enabled); `PUT /admin/users/{id}/active` also revokes its keys, sessions and sandboxes.
+     */
     patch: {
       parameters: {
         query?: never;
@@ -1339,7 +1682,7 @@ export interface paths {
             "application/json": components["schemas"]["Error"];
           };
         };
-        /** @description Wrong state */
+        /** @description Refused in the current state */
         409: {
           headers: {
             [name: string]: unknown;
@@ -1350,6 +1693,359 @@ export interface paths {
         };
       };
     };
+    trace?: never;
+  };
+  "/v1/admin/templates": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Every template of every team, newest first */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Templates */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": {
+              templates: components["schemas"]["AdminTemplate"][];
+            };
+          };
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/templates/{name}": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    post?: never;
+    /**
+     * Delete a platform template from every online host
+     * @description Platform templates only (a team's is 404 here); `base` is refused (403). Refused while live sandboxes use it (409 `invalid_state` with `sandbox_ids`); a host that fails the delete keeps the template (502: retry).
+     */
+    delete: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Deleted */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Refused in the current state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description A host failed to delete it */
+        502: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/sandboxes": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Sandboxes of every team, newest first, by team, host and status */
+    get: {
+      parameters: {
+        query?: {
+          page?: number;
+          per_page?: number;
+          team_id?: string;
+          host_id?: string;
+          status?: "pending" | "running" | "paused" | "stopped" | "error" | "missing";
+        };
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description A page of sandboxes */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["AdminSandboxPage"];
+          };
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/admin/sandboxes/{id}/snapshot": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Snapshot any team's sandbox into a platform template (the sandbox is destroyed)
+     * @description Every team can then create sandboxes from it. A platform template of the same name is replaced (refused while other live sandboxes use it: 409 `invalid_state` with `sandbox_ids`); `base` cannot be replaced (403).
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          "application/json": components["schemas"]["AdminSnapshot"];
+        };
+      };
+      responses: {
+        /** @description The platform template */
+        201: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["AdminTemplate"];
+          };
+        };
+        /** @description Invalid input */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Missing or invalid credentials */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not allowed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Not found (or not in your team) */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description Wrong state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description The host agent failed */
+        502: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+        /** @description No host available or host unreachable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            "application/json": components["schemas"]["Error"];
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
     trace?: never;
   };
   "/v1/hosts/register": {
@@ -5027,10 +5723,104 @@ export interface components {
       /** Format: date-time */
       last_used_at: string | null;
     };
+    AdminTeamPage: {
+      teams: components["schemas"]["AdminTeam"][];
+      total: number;
+      page: number;
+      per_page: number;
+      total_pages: number;
+    };
+    AdminTeam: {
+      id: string;
+      name: string;
+      slug: string;
+      is_byoc: boolean;
+      is_platform: boolean;
+      /** Format: date-time */
+      created_at: string;
+      /** Format: date-time */
+      deleted_at: string | null;
+      member_count: number;
+      owner_id: string | null;
+      owner_name: string | null;
+      owner_email: string | null;
+      active_sandbox_count: number;
+    };
+    AdminTeamByoc: {
+      enabled: boolean;
+    };
+    AdminUserPage: {
+      users: components["schemas"]["AdminUser"][];
+      total: number;
+      page: number;
+      per_page: number;
+      total_pages: number;
+    };
+    AdminUser: components["schemas"]["User"] & {
+      teams_joined: number;
+      teams_owned: number;
+    };
+    AdminUserActive: {
+      active: boolean;
+    };
     AdminPatchUser: {
       /** @enum {string} */
       status?: "active" | "disabled";
       is_admin?: boolean;
+    };
+    AdminTemplate: {
+      id: string;
+      name: string;
+      /** @enum {string} */
+      kind: "base" | "snapshot";
+      team_id: string;
+      team_name: string;
+      is_platform: boolean;
+      vcpus: number | null;
+      memory_mb: number | null;
+      size_bytes: number;
+      host_id: string | null;
+      /** Format: date-time */
+      created_at: string;
+    };
+    AdminSandboxPage: {
+      sandboxes: components["schemas"]["AdminSandbox"][];
+      total: number;
+      page: number;
+      per_page: number;
+      total_pages: number;
+    };
+    AdminSandbox: components["schemas"]["Sandbox"] & {
+      team_id: string;
+      team_name: string;
+    };
+    Sandbox: {
+      id: string;
+      /** @enum {string} */
+      status: "pending" | "running" | "paused" | "stopped" | "error" | "missing";
+      template: string;
+      vcpus: number;
+      memory_mb: number;
+      disk_size_mb: number;
+      timeout_sec: number;
+      allow_internet_access: boolean;
+      metadata: {
+        [key: string]: string;
+      };
+      host_id: string | null;
+      envd_version: string | null;
+      error: string | null;
+      /** Format: date-time */
+      created_at: string;
+      /** Format: date-time */
+      started_at: string | null;
+      /** Format: date-time */
+      last_active_at: string | null;
+      /** Format: date-time */
+      ended_at: string | null;
+    };
+    AdminSnapshot: {
+      name: string;
     };
     HostCredentials: {
       host: components["schemas"]["Host"];
@@ -5085,31 +5875,6 @@ export interface components {
         message: string;
         sandbox_ids: string[];
       };
-    };
-    Sandbox: {
-      id: string;
-      /** @enum {string} */
-      status: "pending" | "running" | "paused" | "stopped" | "error" | "missing";
-      template: string;
-      vcpus: number;
-      memory_mb: number;
-      disk_size_mb: number;
-      timeout_sec: number;
-      allow_internet_access: boolean;
-      metadata: {
-        [key: string]: string;
-      };
-      host_id: string | null;
-      envd_version: string | null;
-      error: string | null;
-      /** Format: date-time */
-      created_at: string;
-      /** Format: date-time */
-      started_at: string | null;
-      /** Format: date-time */
-      last_active_at: string | null;
-      /** Format: date-time */
-      ended_at: string | null;
     };
     CreateSandbox: {
       /** @default base */

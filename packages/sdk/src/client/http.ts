@@ -20,11 +20,14 @@ export class Transport {
   constructor(
     readonly apiUrl: string,
     readonly apiKey: string | undefined,
+    /** A user access token (`Authorization: Bearer`): the admin routes take no API key. */
+    readonly userToken?: string,
   ) {
     this.api = createClient<paths>({ baseUrl: apiUrl, headers: this.authHeaders() });
   }
 
   authHeaders(): Record<string, string> {
+    if (this.userToken) return { authorization: `Bearer ${this.userToken}` };
     return this.apiKey ? { "x-api-key": this.apiKey } : {};
   }
 

@@ -74,6 +74,15 @@ export class NestboxClient {
   }
 }
 
+export {
+  type AdminClientOptions,
+  type AdminSandbox,
+  type AdminSandboxFilter,
+  type AdminTeam,
+  type AdminTemplate,
+  type AdminUser,
+  NestboxAdmin,
+} from "./admin.js";
 export type { Commands, ExecOutput, Processes, RunOptions } from "./commands.js";
 export type { ClientOptions } from "./config.js";
 export { DEFAULT_API_URL, DEFAULT_NESTBOX_DIR, resolveClientOptions } from "./config.js";

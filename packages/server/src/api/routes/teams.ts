@@ -12,11 +12,11 @@ import {
   removeMembership,
   renameTeam,
   setMemberRole,
-  softDeleteTeam,
   type TeamWithRole,
 } from "../../db/queries/teams.js";
 import { getUserByEmail } from "../../db/queries/users.js";
-import { ApiError, conflict, forbidden, notFound } from "../../errors.js";
+import { conflict, forbidden, notFound } from "../../errors.js";
+import { deleteTeam } from "../../services/teams.js";
 import { newRouter, type RouteModule } from "../app.js";
 import type { AppDeps } from "../context.js";
 import { ErrorSchema, errorResponses } from "../schemas.js";
@@ -211,14 +211,7 @@ export function teamRoutes(deps: AppDeps) {
       const team = await teamOfCaller(caller, c.req.valid("param").id);
       if (team.role !== "owner") throw forbidden("only the team's owner can delete it");
       if (team.is_platform) throw forbidden("the platform team cannot be deleted");
-      const outcome = await softDeleteTeam(deps.db, team.id);
-      if (outcome !== "deleted")
-        throw new ApiError(
-          409,
-          "invalid_state",
-          `the team still has ${outcome.liveSandboxes} live sandbox${outcome.liveSandboxes === 1 ? "" : "es"}: kill ${outcome.liveSandboxes === 1 ? "it" : "them"} first`,
-          { live_sandboxes: outcome.liveSandboxes },
-        );
+      await deleteTeam(deps.db, team.id);
       await audit(caller, team.id, "team.delete", team.id, { name: team.name });
       return c.body(null, 204);
     },

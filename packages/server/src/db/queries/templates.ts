@@ -14,17 +14,19 @@ export interface TemplateRow {
   metadata: Record<string, string>;
   created_by: string | null;
   created_at: Date;
+  /** The host agents' name for it when set (admin platform snapshots); else the rule below. */
+  agent_name: string | null;
 }
 
 /**
- * The name the host agent knows a template by. Platform templates keep their own name (`base`
- * is built by `nestbox image build`); team templates use their id, so two teams may both have a
- * template called `py` without colliding on a host.
+ * The name the host agent knows a template by: `agent_name` when the row has one; else platform
+ * templates keep their own name (`base` is built by `nestbox image build`) and team templates
+ * use their id, so two teams may both have a template called `py` without colliding on a host.
  */
 export const agentTemplateName = (
-  t: Pick<TemplateRow, "id" | "name" | "team_id">,
+  t: Pick<TemplateRow, "id" | "name" | "team_id"> & { agent_name?: string | null },
   platformTeamId: string,
-) => (t.team_id === platformTeamId ? t.name : t.id);
+) => t.agent_name ?? (t.team_id === platformTeamId ? t.name : t.id);
 
 /** A team's own template of that name, else the platform's. */
 export const resolveTemplate = (
@@ -54,13 +56,13 @@ export const getTemplateByName = (db: Queryable, teamId: string, name: string) =
 
 export async function insertTemplate(
   db: Queryable,
-  t: Omit<TemplateRow, "created_at">,
+  t: Omit<TemplateRow, "created_at" | "agent_name"> & { agent_name?: string | null },
 ): Promise<TemplateRow> {
   const row = await first<TemplateRow>(
     db,
     `INSERT INTO templates (id, team_id, name, kind, host_id, vcpus, memory_mb, size_bytes,
-       default_user, default_env, metadata, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *`,
+       default_user, default_env, metadata, created_by, agent_name)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *`,
     [
       t.id,
       t.team_id,
@@ -74,6 +76,7 @@ export async function insertTemplate(
       JSON.stringify(t.default_env),
       JSON.stringify(t.metadata),
       t.created_by,
+      t.agent_name ?? null,
     ],
   );
   if (!row) throw new Error(`insert of template ${t.id} returned no row`);

@@ -8,7 +8,8 @@ export interface UserSessionRow {
   last_used_at: Date;
   expires_at: Date;
   revoked_at: Date | null;
-  revoked_why: "logout" | "reuse" | "password" | null;
+  /** `disabled`: a platform admin deactivated the account. */
+  revoked_why: "logout" | "reuse" | "password" | "disabled" | null;
 }
 
 export type RevokeReason = NonNullable<UserSessionRow["revoked_why"]>;
@@ -91,6 +92,20 @@ export const revokeOtherSessions = async (db: Queryable, userId: string, keep: s
     [userId, keep],
   );
 };
+
+/** Every live session of a user (a deactivated account); returns how many ended. */
+export async function revokeAllSessionsOf(
+  db: Queryable,
+  userId: string,
+  why: RevokeReason,
+): Promise<number> {
+  const rows = await db.query(
+    `UPDATE user_sessions SET revoked_at = now(), revoked_why = $2
+     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id`,
+    [userId, why],
+  );
+  return rows.length;
+}
 
 /** Expired and revoked sessions (with their tokens) a day after they stopped counting. */
 export const pruneUserSessions = (db: Queryable) =>
