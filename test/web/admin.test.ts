@@ -4,7 +4,8 @@
  * refusal at its URLs; the platform admin reaches it through the sidebar and, with its own
  * sidebar, enables BYOC for a team (confirmed, one-way), deletes a team with its live
  * sandboxes, deactivates and re-activates a user, deletes a platform template, filters every
- * team's sandboxes, and sees hosts under Platform and BYOC tabs. The steps run in order in one
+ * team's sandboxes (and sends one to be snapshotted into a platform template), and sees hosts
+ * under Platform and BYOC tabs. The steps run in order in one
  * browser session: each hands the next its teams, users and rows.
  */
 import assert from "node:assert/strict";
@@ -294,6 +295,33 @@ describe("admin section", () => {
     await page.getByLabel("Host").selectOption("");
     await page.getByLabel("Status").selectOption("error");
     await page.getByRole("heading", { name: "No sandbox matches these filters" }).waitFor();
+
+    // Snapshot into a platform template: the dialog sends it, and shows the API's refusal here
+    // (the sandbox's host never came online); the sandbox stays as it was.
+    await page.getByLabel("Status").selectOption("running");
+    const target = platformBoxes[0] ?? "";
+    await page.getByRole("button", { name: `Snapshot ${target} as a platform template` }).click();
+    const snap = page.getByRole("dialog", { name: "Snapshot as platform template" });
+    await snap.getByText("replacing a platform template of the same name").waitFor();
+    await snap.getByLabel("Template name").fill("team-made");
+    const sent = page.waitForRequest(
+      (r) =>
+        r.method() === "POST" &&
+        new URL(r.url()).pathname === `/v1/admin/sandboxes/${target}/snapshot`,
+    );
+    await snap.getByRole("button", { name: "Snapshot" }).click();
+    await sent;
+    const refused = snap.getByRole("alert");
+    await refused.waitFor();
+    assert.ok(((await refused.textContent()) ?? "").trim().length > 0);
+    await assertAccessible("admin snapshot dialog");
+    await snap.getByRole("button", { name: "Cancel" }).click();
+    await snap.waitFor({ state: "hidden" });
+    const [still] = await stack.server.db.query<{ status: string }>(
+      "SELECT status FROM sandboxes WHERE id = $1",
+      [target],
+    );
+    assert.equal(still?.status, "running");
   });
 
   test("hosts: Platform and BYOC tabs, BYOC hosts grouped by team", async () => {
