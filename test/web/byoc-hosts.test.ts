@@ -11,19 +11,26 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type LaunchedAgent, launchAgent } from "@nestbox/cli/launch";
+import type { LaunchedAgent } from "@nestbox/cli/launch";
 import {
   apiCall,
   eventually,
   logInByPage,
   logOutByPage,
+  seedAdmin,
   signUpByApi,
   tokenOf,
 } from "./support/accounts.js";
-import { seriousA11yViolations, startWebStack, type WebStack } from "./support/browser-fixture.js";
+import {
+  launchRegisteredAgent,
+  seriousA11yViolations,
+  startWebStack,
+  stopAgent,
+  type WebStack,
+} from "./support/browser-fixture.js";
 
 const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
-const INSTANCE = "i";
+const AGENT = { runtime: "namespace", instance: "i", slots: "9300-9399" } as const;
 const WAIT = { timeout: 60_000 };
 
 describe("BYOC hosts page", () => {
@@ -49,14 +56,9 @@ describe("BYOC hosts page", () => {
     await signUpByApi(stack, max);
   });
   after(async () => {
-    if (agent) {
-      await agent.client.terminate({}).catch((err: unknown) => {
-        console.error(`agent terminate: ${String(err)}`);
-      });
-      await agent.kill();
-    }
+    if (agent) await stopAgent(agent);
     await stack?.close();
-    rmSync(path.join(NESTBOX_DIR, "agent", INSTANCE, "credentials.json"), { force: true });
+    rmSync(path.join(NESTBOX_DIR, "agent", AGENT.instance, "credentials.json"), { force: true });
   });
 
   const nav = () => stack.page.getByRole("navigation", { name: "Main" });
@@ -79,8 +81,19 @@ describe("BYOC hosts page", () => {
 
   test("the owner registers a host and sees it come online, then drains and tags it", async () => {
     const { page, url } = stack;
-    // What a platform admin's "Enable BYOC" does (the admin test drives that page).
-    await stack.server.db.query("UPDATE teams SET is_byoc = true WHERE id = $1", [teamId]);
+    // A platform admin makes the team a BYOC team (the admin test drives that page); the
+    // page shows the Hosts entry once the session is renewed (here: by a reload).
+    const { admin } = await seedAdmin(stack);
+    const byoc = await apiCall(
+      stack,
+      await tokenOf(stack, admin),
+      "PUT",
+      `/v1/admin/teams/${teamId}/byoc`,
+      {
+        enabled: true,
+      },
+    );
+    assert.equal(byoc.status, 204, JSON.stringify(byoc.body));
     await page.reload();
     await goHosts();
     await page.getByRole("heading", { name: "No hosts yet" }).waitFor();
@@ -94,7 +107,10 @@ describe("BYOC hosts page", () => {
     const token = re.exec((await command.textContent()) ?? "")?.[1];
     assert.ok(token, `the command: ${await command.textContent()}`);
     assert.equal(await page.getByTestId("host-token").textContent(), token);
-    await page.getByLabel("Address of the host, as this control plane reaches it").fill("10.1.2.3");
+    // A pasted URL counts by its host name: the command fixes the scheme and the port.
+    await page
+      .getByLabel("Address of the host, as this control plane reaches it")
+      .fill("https://10.1.2.3:8443/");
     assert.match(
       (await command.textContent()) ?? "",
       / --advertise-url https:\/\/10\.1\.2\.3:50051$/,
@@ -114,14 +130,7 @@ describe("BYOC hosts page", () => {
 
     // The agent registers with the revealed token, as the command would on another machine
     // (here on loopback, on a port the OS picks, so the advertised address is its default).
-    rmSync(path.join(NESTBOX_DIR, "agent", INSTANCE, "credentials.json"), { force: true });
-    agent = await launchAgent(
-      [
-        ...["--runtime", "namespace", "--instance", INSTANCE, "--slots", "9300-9399"],
-        ...["--data-dir", NESTBOX_DIR, "--control-plane", url, "--registration-token", token],
-      ],
-      { tls: stack.server.identity.clientTls() },
-    );
+    agent = await launchRegisteredAgent(stack.server, token, AGENT);
     // No reload: the page polls.
     await hostRow().getByText("online", { exact: true }).waitFor(WAIT);
     assert.match((await hostRow().textContent()) ?? "", /online.*namespace/s);
