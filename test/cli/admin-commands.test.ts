@@ -269,11 +269,18 @@ describe("nestbox admin", () => {
     );
   });
 
-  it("is part of the nestbox binary", async () => {
+  it("is part of the nestbox binary, with each command's help", async () => {
     const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
       const child = spawn(
         process.execPath,
-        ["--import", "tsx", path.join(repoRoot, "packages/cli/src/main.ts"), "admin", "--help"],
+        [
+          "--import",
+          "tsx",
+          path.join(repoRoot, "packages/cli/src/main.ts"),
+          "admin",
+          "users",
+          "--help",
+        ],
         { stdio: ["ignore", "pipe", "inherit"] },
       );
       let stdout = "";
@@ -288,6 +295,7 @@ describe("nestbox admin", () => {
       });
     });
     assert.equal(r.code, 0);
-    assert.match(r.stdout, /^Usage: nestbox admin <command>/);
+    // The subcommand's own help, not the group's.
+    assert.match(r.stdout, /^Usage: nestbox admin users \[list\]/);
   });
 });

@@ -4,6 +4,9 @@
  * sandboxes, template and sandbox listings. Sandboxes here sit on a host that never came
  * online (rows only; destroying them needs no agent); test/server/admin-agent.test.ts runs the
  * parts that need a real host agent.
+ *
+ * One file (~550 lines) because the cases share one app, one admin and one never-online host
+ * per database kind; split it when a part needs a fixture of its own.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -14,6 +17,7 @@ import { apiKeyRoutes } from "../../packages/server/src/api/routes/api-keys.js";
 import { authRoutes } from "../../packages/server/src/api/routes/auth.js";
 import { authSessionRoutes } from "../../packages/server/src/api/routes/auth-session.js";
 import { teamRoutes } from "../../packages/server/src/api/routes/teams.js";
+import { templateRoutes } from "../../packages/server/src/api/routes/templates.js";
 import { ensurePlatformTeam } from "../../packages/server/src/bootstrap/seed.js";
 import { insertPendingHost } from "../../packages/server/src/db/queries/hosts.js";
 import { insertPendingSandbox } from "../../packages/server/src/db/queries/sandboxes.js";
@@ -174,6 +178,7 @@ for (const kind of DB_KINDS) {
         teamRoutes,
         apiKeyRoutes,
         adminRoutes(service, platformTeamId),
+        templateRoutes(templates, platformTeamId),
       ]);
       admin = await signup("admin");
       await t.db.query("UPDATE users SET is_admin = true WHERE id = $1", [admin.id]);
@@ -351,6 +356,12 @@ for (const kind of DB_KINDS) {
 
     it("deactivation revokes keys and sessions and destroys sandboxes of solely owned teams", async () => {
       const user = await signup("leaver", true);
+      // A bearer login (the CLI's kind: no session to revoke) from before the deactivation.
+      const bearer = await call("POST", "/v1/auth/login", {
+        body: { email: user.email, password: user.password },
+      });
+      assert.equal(bearer.status, 200);
+      assert.equal((await call("GET", "/v1/me", { token: bearer.body.token })).status, 200);
       const key = await createKey(user);
       assert.equal((await call("GET", "/v1/api-keys", { apiKey: key })).status, 200);
       const other = await signup("co-owner");
@@ -369,6 +380,11 @@ for (const kind of DB_KINDS) {
       });
       assert.equal(self.status, 409);
       assert.equal(self.body.error.code, "conflict");
+      const selfOn = await call("PUT", `/v1/admin/users/${admin.id}/active`, {
+        token: admin.token,
+        body: { active: true },
+      });
+      assert.equal(selfOn.status, 409);
       const unknown = await call("PUT", `/v1/admin/users/usr_${"0".repeat(20)}/active`, {
         token: admin.token,
         body: { active: false },
@@ -409,6 +425,10 @@ for (const kind of DB_KINDS) {
         body: { email: user.email, password: user.password },
       });
       assert.equal(login.status, 200);
+      assert.equal((await call("GET", "/v1/me", { token: login.body.token })).status, 200);
+      const stale = await call("GET", "/v1/me", { token: bearer.body.token });
+      assert.equal(stale.status, 401, "a token from before the deactivation came back");
+      assert.match(stale.body.error.message, /deactivated; log in again/);
       assert.equal((await call("GET", "/v1/api-keys", { apiKey: key })).status, 401);
       const again = await call("POST", "/v1/auth/refresh", { cookie: user.cookie, csrf: true });
       assert.equal(again.status, 401);
@@ -477,6 +497,12 @@ for (const kind of DB_KINDS) {
       assert.equal(busy.status, 409);
       assert.equal(busy.body.error.code, "invalid_state");
       assert.deepEqual(busy.body.error.sandbox_ids, [inUse]);
+      // The team route takes an admin to the same platform delete.
+      const viaTeamRoute = await call("DELETE", `/v1/templates/${platformTpl.name}`, {
+        token: admin.token,
+      });
+      assert.equal(viaTeamRoute.status, 409, JSON.stringify(viaTeamRoute.body));
+      assert.deepEqual(viaTeamRoute.body.error.sandbox_ids, [inUse]);
       await t.db.query("UPDATE sandboxes SET status = 'stopped' WHERE id = $1", [inUse]);
       const del = await call("DELETE", `/v1/admin/templates/${platformTpl.name}`, {
         token: admin.token,

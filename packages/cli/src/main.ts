@@ -115,8 +115,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const cmd = commands[name];
   if (!cmd) throw new UsageError(`unknown command '${name}'`);
-  // The daemons have their own detailed --help.
-  if (!DAEMONS_WITH_OWN_HELP.has(name) && rest.some((a) => HELP_FLAGS.has(a))) {
+  // The daemons have their own detailed --help; so have the client command groups, per
+  // subcommand (`nestbox admin users --help`), and they leave a command's own after `--` alone.
+  const ownHelp = DAEMONS_WITH_OWN_HELP.has(name) || Object.hasOwn(clientCommands, name);
+  if (!ownHelp && rest.some((a) => HELP_FLAGS.has(a))) {
     process.stdout.write(`${cmd.usage}\n`);
     return 0;
   }

@@ -1525,7 +1525,7 @@ export interface paths {
     get?: never;
     /**
      * Activate or deactivate an account
-     * @description Deactivating also revokes every API key the user created (they stay revoked after a re-activation), ends their browser sessions, and destroys the live sandboxes of the teams they solely own. You cannot deactivate yourself (409 `conflict`).
+     * @description Deactivating also revokes every API key the user created (they stay revoked after a re-activation), ends their browser sessions, and destroys the live sandboxes of the teams they solely own. Not for your own account (409 `conflict`).
      */
     put: {
       parameters: {

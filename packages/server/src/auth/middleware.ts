@@ -70,6 +70,8 @@ export async function authenticateUserToken(deps: AuthDeps, token: string): Prom
   const user = await getUserById(deps.db, claims.userId);
   if (!user) throw unauthorized("the session's account no longer exists");
   if (user.status !== "active") throw forbidden("this account is disabled");
+  if (user.tokens_valid_after && (claims.issuedAtMs ?? 0) < user.tokens_valid_after.getTime())
+    throw unauthorized("this token was issued before the account was deactivated; log in again");
   const membership = await getMembership(deps.db, claims.teamId, user.id);
   if (!membership) throw unauthorized("no longer a member of the session's team; log in again");
   return {

@@ -18,6 +18,11 @@ export interface UserTokenClaims {
   role: Role;
   /** The browser session (user_sessions.id) the token was issued from; none for bearer logins. */
   sessionId?: string;
+  /**
+   * When it was issued, in milliseconds (`iat_ms`; `iat` seconds for older tokens): a token
+   * issued before the account was deactivated stays dead after a re-activation.
+   */
+  issuedAtMs?: number;
 }
 
 export interface IssuedUserToken {
@@ -35,6 +40,7 @@ export async function issueUserToken(
     team_id: claims.teamId,
     role: claims.role,
     typ: USER_TYP,
+    iat_ms: Date.now(),
     ...(claims.sessionId ? { sid: claims.sessionId } : {}),
   })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
@@ -57,10 +63,18 @@ export async function verifyUserToken(
     if (err instanceof errors.JOSEError) return undefined;
     throw err;
   }
-  const { sub, team_id: teamId, role, typ, sid } = payload;
+  const { sub, team_id: teamId, role, typ, sid, iat, iat_ms: iatMs } = payload;
   if (typ !== USER_TYP) return undefined;
   if (typeof sub !== "string" || typeof teamId !== "string") return undefined;
   if (typeof role !== "string" || !ROLES.includes(role as Role)) return undefined;
   if (sid !== undefined && typeof sid !== "string") return undefined;
-  return { userId: sub, teamId, role: role as Role, ...(sid ? { sessionId: sid } : {}) };
+  const issuedAtMs =
+    typeof iatMs === "number" ? iatMs : typeof iat === "number" ? iat * 1000 : undefined;
+  return {
+    userId: sub,
+    teamId,
+    role: role as Role,
+    ...(sid ? { sessionId: sid } : {}),
+    ...(issuedAtMs !== undefined ? { issuedAtMs } : {}),
+  };
 }

@@ -2,6 +2,7 @@ import { forgetRecentApiKeys } from "../auth/api-keys.js";
 import type { Db } from "../db/db.js";
 import {
   getSandboxAnyTeam,
+  invalidateUserTokens,
   liveSandboxIdsOfTeam,
   revokeApiKeysCreatedBy,
   teamsSolelyOwnedBy,
@@ -44,18 +45,24 @@ export class AdminService {
 
   /**
    * Activates or deactivates an account. Deactivating revokes every API key the user created
-   * (in any team: they do not come back with a re-activation), ends their browser sessions, and
+   * (in any team: they do not come back with a re-activation), ends their browser sessions and
+   * refuses every user token issued so far, and
    * destroys the live sandboxes of the teams they solely own.
    */
   async setActive(actorId: string, userId: string, active: boolean): Promise<ActiveChange> {
-    if (userId === actorId && !active)
-      throw conflict("conflict", "you cannot deactivate your own account: ask another admin");
+    // Yours is active (you are calling): only another admin may deactivate you.
+    if (userId === actorId)
+      throw conflict(
+        "conflict",
+        "you cannot change your own account's status: ask another admin to deactivate it",
+      );
     if (!(await getUserById(this.db, userId))) throw notFound("user");
     const user = await updateUserFlags(this.db, userId, {
       status: active ? "active" : "disabled",
     });
     if (!user) throw notFound("user");
     if (active) return { user, revokedKeys: [], endedSessions: 0, destroyedSandboxes: [] };
+    await invalidateUserTokens(this.db, userId, new Date());
     const revokedKeys = await revokeApiKeysCreatedBy(this.db, userId);
     forgetRecentApiKeys();
     const endedSessions = await revokeAllSessionsOf(this.db, userId, "disabled");

@@ -210,7 +210,7 @@ export class TemplateService {
     return failed;
   }
 
-  /** Deletes a team template; platform templates are refused before any host is touched. */
+  /** Deletes a team template; platform templates only for admins (and the platform team). */
   async delete(teamId: string, name: string, callerIsAdmin: boolean): Promise<void> {
     const own = await getTemplateByName(this.db, teamId, name);
     const platform = own ? undefined : await getTemplateByName(this.db, this.platformTeamId, name);
@@ -219,7 +219,8 @@ export class TemplateService {
     if (!t) throw notFound(`template ${name}`);
     if (t.kind === "base" && t.team_id === this.platformTeamId)
       throw forbidden("the built-in base template cannot be deleted");
-    if (platform) {
+    // Platform templates (an admin's, or the platform team's own key) leave every host.
+    if (t.team_id === this.platformTeamId) {
       await this.deletePlatform(name);
       return;
     }

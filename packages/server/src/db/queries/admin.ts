@@ -95,6 +95,14 @@ export async function listUsersPage(db: Queryable, p: PageRequest): Promise<Page
   return { rows, total: total?.n ?? 0 };
 }
 
+/**
+ * Refuses every user token issued before `at` (a deactivation). `at` comes from the control
+ * plane's clock, the one token issue times (`iat_ms`) are read from.
+ */
+export const invalidateUserTokens = async (db: Queryable, userId: string, at: Date) => {
+  await db.query("UPDATE users SET tokens_valid_after = $2 WHERE id = $1", [userId, at]);
+};
+
 /** Revokes every live key the user created, in any team; returns their ids. */
 export const revokeApiKeysCreatedBy = async (db: Queryable, userId: string) =>
   (

@@ -11,6 +11,8 @@ export interface UserRow {
   status: UserStatus;
   created_at: Date;
   updated_at: Date;
+  /** User tokens issued before this are refused (set by a deactivation; migration 0008). */
+  tokens_valid_after: Date | null;
 }
 
 export const getUserById = (db: Queryable, id: string) =>

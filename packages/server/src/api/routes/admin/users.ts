@@ -78,7 +78,7 @@ export function adminUserRoutes(deps: AppDeps, admin: AdminService) {
       path: "/admin/users/{id}/active",
       summary: "Activate or deactivate an account",
       description:
-        "Deactivating also revokes every API key the user created (they stay revoked after a re-activation), ends their browser sessions, and destroys the live sandboxes of the teams they solely own. You cannot deactivate yourself (409 `conflict`).",
+        "Deactivating also revokes every API key the user created (they stay revoked after a re-activation), ends their browser sessions, and destroys the live sandboxes of the teams they solely own. Not for your own account (409 `conflict`).",
       tags: ["admin"],
       security: [{ bearer: [] }],
       request: {
