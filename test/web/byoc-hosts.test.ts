@@ -58,7 +58,8 @@ describe("BYOC hosts page", () => {
   after(async () => {
     if (agent) await stopAgent(agent);
     await stack?.close();
-    rmSync(path.join(NESTBOX_DIR, "agent", AGENT.instance, "credentials.json"), { force: true });
+    // The agent's state (credentials, TLS key, records) belongs to this run only.
+    rmSync(path.join(NESTBOX_DIR, "agent", AGENT.instance), { recursive: true, force: true });
   });
 
   const nav = () => stack.page.getByRole("navigation", { name: "Main" });
