@@ -361,11 +361,14 @@ for (const kind of DB_KINDS) {
       assert.equal(old.status, 401, "expired");
     });
 
-    it("admin routes: 401 without credentials, 403 for non-admins", async () => {
+    it("host routes: 401 without credentials; non-admins create no regular host and see none", async () => {
       assert.equal((await call(h, "GET", "/v1/hosts")).status, 401);
       const r = await call(h, "POST", "/v1/hosts", { bearer: h.memberToken, body: { name: "x" } });
       assert.equal(r.status, 403);
-      assert.equal((await call(h, "GET", "/v1/hosts", { bearer: h.memberToken })).status, 403);
+      // A regular team's members see only their team's BYOC hosts: none.
+      const list = await call(h, "GET", "/v1/hosts", { bearer: h.memberToken });
+      assert.equal(list.status, 200);
+      assert.deepEqual((list.body as { hosts: unknown[] }).hosts, []);
     });
 
     it("heartbeat for another host's id is 403", async () => {
@@ -475,7 +478,7 @@ for (const kind of DB_KINDS) {
       );
       const refused = await call(h, "DELETE", `/v1/hosts/${id}`, { bearer: h.adminToken });
       assert.equal(refused.status, 409);
-      assert.equal(errorCode(refused.body), "conflict");
+      assert.equal(errorCode(refused.body), "has_active_sandboxes");
       assert.deepEqual((refused.body as { error: { sandbox_ids: string[] } }).error.sandbox_ids, [
         sandboxId,
       ]);

@@ -1,69 +1,14 @@
 /**
- * Pure parts of the control plane: host ranking (src/hosts/scheduler.ts) and how a host
- * agent's failure becomes the API error a client sees (lifecycle calls in
- * src/services/sandboxes.ts, data-plane calls in src/api/command-common.ts). No database.
+ * Pure parts of the control plane: how a host agent's failure becomes the API error a client
+ * sees (lifecycle calls in src/services/sandboxes.ts, data-plane calls in
+ * src/api/command-common.ts). No database. Host scoring: scheduler-scoring.test.ts.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { agentError } from "../../packages/server/src/api/command-common.js";
 import { ApiError } from "../../packages/server/src/errors.js";
-import { type HostCandidate, orderHosts } from "../../packages/server/src/hosts/scheduler.js";
 import { agentFailure } from "../../packages/server/src/services/sandboxes.js";
-
-const host = (id: string, o: Partial<HostCandidate> = {}): HostCandidate => ({
-  id,
-  address: `http://${id}`,
-  memory_mb: 8192,
-  disk_mb: 100_000,
-  used_memory_mb: 0,
-  used_disk_mb: 0,
-  ...o,
-});
-const need = { memoryMb: 512, diskMb: 5120 };
-const ids = (hs: HostCandidate[]) => hs.map((h) => h.id);
-
-describe("orderHosts", () => {
-  it("puts the host with the largest free fraction first", () => {
-    const hosts = [
-      host("half", { used_memory_mb: 4096 }),
-      host("empty"),
-      host("quarter", { used_memory_mb: 6144 }),
-    ];
-    assert.deepEqual(ids(orderHosts(hosts, need)), ["empty", "half", "quarter"]);
-  });
-
-  it("ranks by the scarcer resource of each host", () => {
-    // a: memory 75 % free, disk 10 % free; b: 50 % free of both.
-    const hosts = [
-      host("a", { used_memory_mb: 2048, used_disk_mb: 90_000 }),
-      host("b", { used_memory_mb: 4096, used_disk_mb: 50_000 }),
-    ];
-    assert.deepEqual(ids(orderHosts(hosts, need)), ["b", "a"]);
-  });
-
-  it("leaves out hosts without room for the sandbox", () => {
-    const hosts = [
-      host("no-memory", { used_memory_mb: 7800 }),
-      host("no-disk", { used_disk_mb: 96_000 }),
-      host("fits", { used_memory_mb: 7680, used_disk_mb: 94_880 }),
-    ];
-    assert.deepEqual(ids(orderHosts(hosts, need)), ["fits"]);
-  });
-
-  it("treats an unknown capacity as unlimited", () => {
-    const hosts = [
-      host("known", { used_memory_mb: 1024 }),
-      host("unknown", { memory_mb: null, disk_mb: null }),
-    ];
-    assert.deepEqual(ids(orderHosts(hosts, { memoryMb: 1 << 20, diskMb: 1 })), ["unknown"]);
-    assert.deepEqual(ids(orderHosts(hosts, need)), ["unknown", "known"]);
-  });
-
-  it("returns nothing when no host is online", () => {
-    assert.deepEqual(orderHosts([], need), []);
-  });
-});
 
 const fields = (e: ApiError) => ({ status: e.status, code: e.code, message: e.message });
 

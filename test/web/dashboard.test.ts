@@ -164,14 +164,14 @@ describe("dashboard", () => {
       .getByRole("navigation", { name: "Main" })
       .getByRole("link", { name: "API keys" })
       .click();
-    await page.getByLabel("Team").selectOption(research.id);
-    await page.waitForFunction(
-      (id) =>
-        (
-          globalThis as { document?: { querySelector(s: string): { value: string } } }
-        ).document?.querySelector("#team-switcher").value === id,
-      research.id,
+    // The select shows the choice at once, but the page is mounted afresh for the new team only
+    // once the switch has answered: typing before that would land in the old page's form.
+    const switched = page.waitForResponse(
+      (r) => new URL(r.url()).pathname === "/v1/auth/switch-team" && r.ok(),
     );
+    await page.getByLabel("Team").selectOption(research.id);
+    await switched;
+    await page.getByRole("heading", { name: "No API keys yet" }).waitFor();
     await page.getByLabel("New key name").fill("research-key");
     await page.getByRole("button", { name: "Create key" }).click();
     await page.getByTestId("key-reveal").waitFor();

@@ -2,8 +2,8 @@
  * The dashboard's management pages in a real browser against a real control plane (no host
  * agent): templates (platform ones cannot be deleted), the new-sandbox dialog (inline checks,
  * then the API's "no host" error), the sandboxes table's metadata filter and sorting, team
- * management by the owner and the member's read-only view, the account page, and the hosts page
- * for the platform admin (registration command, delete with the sandboxes it destroys).
+ * management by the owner and the member's read-only view, the account page, and the admin
+ * section's hosts page (registration command, delete with the sandboxes it destroys).
  * The tests share one browser session and run in order; each leaves screenshots. One file
  * (over 500 lines) because the steps hand state on: the owner's team and its seeded rows, the
  * member the owner adds, the admin seeded for the hosts page, all in one control plane start.
@@ -225,7 +225,7 @@ describe("management pages", () => {
     await dialog.getByRole("button", { name: "Create sandbox" }).click();
     const alert = dialog.getByRole("alert");
     await alert.waitFor();
-    assert.match((await alert.textContent()) ?? "", /no online host has room/);
+    assert.match((await alert.textContent()) ?? "", /no host is online/);
     assert.equal(posts, 1);
     page.off("request", count);
     await stack.screenshot("pages-new-sandbox-error");
@@ -484,7 +484,8 @@ describe("management pages", () => {
     await logout();
     await login("admin@localhost", adminPassword);
     const doomed = await seedSandboxes(stack, seeded.platformTeamId, 2);
-    await go("Hosts", "/hosts");
+    await nav().getByRole("link", { name: "Platform admin" }).click();
+    await page.waitForURL(`${url}/admin/hosts`);
     const seededHost = (
       await stack.server.db.query<{ id: string; name: string }>(
         "SELECT h.id, h.name FROM hosts h JOIN sandboxes s ON s.host_id = h.id WHERE s.id = $1",
@@ -504,7 +505,9 @@ describe("management pages", () => {
     await command.waitFor();
     assert.match(
       (await command.textContent()) ?? "",
-      new RegExp(`^nestbox agent --control-plane ${url} --registration-token [0-9a-f]{64}$`),
+      new RegExp(
+        `^\\./nestbox agent --control-plane ${url} --registration-token [0-9a-f]{64} --listen 0\\.0\\.0\\.0:50051 --advertise-url https://<host-address>:50051$`,
+      ),
     );
     await page.getByRole("row", { name: /worker-1/ }).waitFor();
     await assertAccessible("hosts");
@@ -516,14 +519,14 @@ describe("management pages", () => {
 
     await page.getByRole("button", { name: `Delete host ${seededHost.name}` }).click();
     const dialog = page.getByRole("dialog", { name: "Delete host?" });
-    await dialog.getByRole("button", { name: "Delete host" }).click();
+    // The dialog asks the server first (delete-preview) and lists what a delete would destroy.
     const list = dialog.getByRole("list", { name: "Sandboxes that will be destroyed" });
     await list.waitFor();
     assert.deepEqual(
       (await list.getByRole("listitem").allTextContents()).sort(),
       [...doomed].sort(),
     );
-    // Nothing is gone yet: the first try only showed what a delete would destroy.
+    // Nothing is gone yet: the preview only showed what a delete would destroy.
     assert.equal(
       (await stack.server.db.query("SELECT id FROM hosts WHERE id = $1", [seededHost.id])).length,
       1,

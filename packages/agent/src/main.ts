@@ -48,7 +48,9 @@ Options:
                              (default 1-16383)
   --control-plane <url>      register with this control plane and send it heartbeats (without
                              it, the agent runs on its own)
-  --heartbeat-interval <s>   seconds between heartbeats to the control plane (default 10)
+  --heartbeat-interval <s>   seconds between heartbeats to the control plane, each with the
+                             memory, disk and sandboxes this agent has committed (default 30;
+                             the control plane marks a host silent for 90 s unreachable)
   --registration-token <t>   one-time token from POST /v1/hosts (or $NESTBOX_REGISTRATION_TOKEN);
                              needed only until credentials are stored in
                              <data-dir>/agent/<instance>/credentials.json
@@ -269,7 +271,11 @@ export async function main(argv: string[]): Promise<void> {
         memoryCapacityMb: positiveInt("memory-capacity-mb", values["memory-capacity-mb"]),
         diskReserveMb: positiveInt("disk-reserve-mb", values["disk-reserve-mb"]),
       });
-    link.start(facts).catch((err: unknown) => {
+    const usage = () => {
+      const c = manager.committed();
+      return { used_memory_mb: c.memoryMb, used_disk_mb: c.diskMb, sandbox_count: c.sandboxes };
+    };
+    link.start(facts, usage).catch((err: unknown) => {
       log.error("the control plane did not accept this agent; exiting", {
         error: err instanceof Error ? err.message : String(err),
       });

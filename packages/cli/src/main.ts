@@ -20,6 +20,7 @@ const DAEMONS_WITH_OWN_HELP = new Set([
   "migrate",
   "sandbox",
   "template",
+  "host",
 ]);
 
 const commands: Record<string, Command> = {

@@ -21,6 +21,8 @@ export type ApiErrorCode =
   | "session_revoked"
   | "invalid_csr"
   | "pki_unavailable"
+  | "has_active_sandboxes"
+  | "team_not_byoc"
   | "internal";
 
 export class ApiError extends Error {

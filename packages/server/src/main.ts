@@ -28,6 +28,7 @@ import { e2bRoutes } from "./e2b/routes.js";
 import { AgentClients } from "./hosts/agent-clients.js";
 import { ensureLocalHostToken } from "./hosts/local-host.js";
 import { Reconciler } from "./hosts/reconciler.js";
+import { DEFAULT_RESERVE, reserveFromPercent } from "./hosts/scoring.js";
 import { loadCertificateAuthority } from "./pki/ca-store.js";
 import { ControlPlaneIdentity } from "./pki/client-identity.js";
 import { attachSandboxProxy, createSandboxProxy } from "./proxy/sandbox-proxy.js";
@@ -38,6 +39,8 @@ import { SandboxLifecycle } from "./services/lifecycle.js";
 import { SandboxEvents } from "./services/sandbox-events.js";
 import { SandboxService } from "./services/sandboxes.js";
 import { TemplateService } from "./services/templates.js";
+
+export type LogLevel = "info" | "debug";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -66,6 +69,13 @@ Options:
   --reconcile-interval <s> seconds between reconciliations with the host agents (default 15)
   --stop-when-stdin-closes stop as on SIGTERM when stdin reaches its end (a pipe from a
                            supervisor such as 'nestbox up' that may be killed outright)
+  --log-level <level>      info (default) or debug: debug adds each scheduling decision
+                           with its candidate hosts and scores (env NESTBOX_LOG_LEVEL)
+  --host-stale-sec <s>     a host silent this long becomes unreachable and its running
+                           sandboxes missing (default 90; env NESTBOX_HOST_STALE_SEC)
+  --host-reserve-pct <p>   share of each host's reported RAM, disk and CPU the scheduler
+                           keeps free, capped at 8 GiB / 30 GiB / 4 vCPUs (default 10;
+                           env NESTBOX_HOST_RESERVE_PCT)
   -h, --help               this help
 
 Environment: NESTBOX_JWT_SECRET (≥ 32 characters; default: a secret kept in
@@ -100,6 +110,12 @@ export interface StartOptions {
   bootstrapAdminEmail?: string;
   /** Reconcile interval; tests shorten it. */
   reconcileMs?: number;
+  /** Seconds of heartbeat silence after which a host is unreachable (default 90). */
+  hostStaleSec?: number;
+  /** Percent of each host's capacity the scheduler keeps free (default 10). */
+  hostReservePct?: number;
+  /** `debug` also logs each scheduling decision (candidates and scores). */
+  logLevel?: LogLevel;
   log?: (line: string) => void;
   /** Connect interceptors around every call to a host agent (instrumentation, e.g. the bench). */
   agentInterceptors?: Interceptor[];
@@ -158,7 +174,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const identity = await ControlPlaneIdentity.create(ca, log, opts.clientCertTtlMs);
     identity.start();
     const agents = new AgentClients({ log, interceptors: opts.agentInterceptors, identity });
-    const sandboxes = new SandboxService(db, agents, platform.id, log);
+    const sandboxes = new SandboxService(db, agents, platform.id, log, {
+      reserve: reserveFromPercent(opts.hostReservePct ?? DEFAULT_RESERVE.fraction * 100),
+      ...(opts.logLevel === "debug" ? { debug: log } : {}),
+    });
     const templates = new TemplateService(db, sandboxes, platform.id, log);
     const admin = new AdminService(db, sandboxes, templates, log);
     const deps: AppDeps = { db, config, sandboxes, agents };
@@ -204,7 +223,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     });
     attachSandboxProxy(server, proxy);
     attachWebSockets(server, deps);
-    const reconciler = new Reconciler(db, agents, log);
+    const reconciler = new Reconciler(db, agents, log, opts.hostStaleSec);
     reconciler.start(opts.reconcileMs);
     lifecycle.start();
     const housekeeping = new Housekeeping(db, log);
@@ -259,6 +278,12 @@ export async function main(argv: string[]): Promise<void> {
       "bootstrap-admin": { type: "string" },
       "reconcile-interval": { type: "string", default: "15" },
       "stop-when-stdin-closes": { type: "boolean", default: false },
+      "log-level": { type: "string", default: process.env.NESTBOX_LOG_LEVEL || "info" },
+      "host-stale-sec": { type: "string", default: process.env.NESTBOX_HOST_STALE_SEC || "90" },
+      "host-reserve-pct": {
+        type: "string",
+        default: process.env.NESTBOX_HOST_RESERVE_PCT || "10",
+      },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -296,8 +321,24 @@ export async function main(argv: string[]): Promise<void> {
     console.log(
       `[server] NESTBOX_JWT_SECRET is not set: tokens are signed with ${dataDir}/jwt-secret, which other replicas do not have; give every replica the same NESTBOX_JWT_SECRET (and NESTBOX_CA_KEY)`,
     );
+  const logLevel = values["log-level"];
+  if (logLevel !== "info" && logLevel !== "debug")
+    throw new UsageError(`--log-level must be info or debug, got ${logLevel}`);
+  const hostStaleSec = Number(values["host-stale-sec"]);
+  if (!Number.isInteger(hostStaleSec) || hostStaleSec < 1 || hostStaleSec > 86_400)
+    throw new UsageError(
+      `--host-stale-sec must be whole seconds from 1 to 86400, got ${values["host-stale-sec"]}`,
+    );
+  const hostReservePct = Number(values["host-reserve-pct"]);
+  if (!(hostReservePct >= 0 && hostReservePct <= 50))
+    throw new UsageError(
+      `--host-reserve-pct must be a percentage from 0 to 50, got ${values["host-reserve-pct"]}`,
+    );
   const running = await startServer({
     config,
+    logLevel,
+    hostStaleSec,
+    hostReservePct,
     allInOne: values["all-in-one"],
     bootstrapAdminEmail: values["bootstrap-admin"],
     adminApiKey: process.env.NESTBOX_ADMIN_API_KEY || undefined,

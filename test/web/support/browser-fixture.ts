@@ -55,21 +55,33 @@ function ensureWebBuild(): void {
 
 const NESTBOX_DIR = process.env.NESTBOX_DIR ?? "/var/lib/nestbox";
 
-async function startAgent(
+/**
+ * A host agent that registers with `token` (a host's one-time registration token) and does not
+ * wait for it to come online: a test that shows the host going online in a page waits there.
+ */
+export async function launchRegisteredAgent(
   server: RunningServer,
-  dataDir: string,
+  token: string,
   o: NonNullable<WebStackOptions["agent"]>,
 ): Promise<LaunchedAgent> {
-  const token = readFileSync(path.join(dataDir, "local-agent-token"), "utf8").trim();
   // Credentials of an earlier run belong to a control plane that is gone.
   rmSync(path.join(NESTBOX_DIR, "agent", o.instance, "credentials.json"), { force: true });
-  const agent = await launchAgent(
+  return launchAgent(
     [
       ...["--runtime", o.runtime, "--instance", o.instance, "--slots", o.slots],
       ...["--data-dir", NESTBOX_DIR, "--control-plane", server.url, "--registration-token", token],
     ],
     { tls: server.identity.clientTls() },
   );
+}
+
+async function startAgent(
+  server: RunningServer,
+  dataDir: string,
+  o: NonNullable<WebStackOptions["agent"]>,
+): Promise<LaunchedAgent> {
+  const token = readFileSync(path.join(dataDir, "local-agent-token"), "utf8").trim();
+  const agent = await launchRegisteredAgent(server, token, o);
   const deadline = Date.now() + 30_000;
   while ((await server.db.query("SELECT id FROM hosts WHERE status = 'online'")).length === 0) {
     if (Date.now() > deadline) {
@@ -81,7 +93,8 @@ async function startAgent(
   return agent;
 }
 
-async function stopAgent(agent: LaunchedAgent): Promise<void> {
+/** Asks the agent to terminate (it destroys its sandboxes), then kills it. */
+export async function stopAgent(agent: LaunchedAgent): Promise<void> {
   await agent.client.terminate({}).catch((err: unknown) => {
     console.error(`agent terminate: ${String(err)}`);
   });

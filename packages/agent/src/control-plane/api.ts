@@ -11,6 +11,17 @@ export interface HostFacts {
   agent_version: string;
 }
 
+/**
+ * What the agent has committed right now, sent with each heartbeat: memory promised to its
+ * sandboxes that are not paused (and to the warm pool), the disk sizes of all of them, and how
+ * many sandboxes users have on it.
+ */
+export interface HostUsage {
+  used_memory_mb: number;
+  used_disk_mb: number;
+  sandbox_count: number;
+}
+
 export interface IssuedCredentials {
   hostId: string;
   hostToken: string;
@@ -68,13 +79,13 @@ export class ControlPlaneApi {
   async heartbeat(
     hostId: string,
     hostToken: string,
-    facts: HostFacts,
+    body: HostFacts & Partial<HostUsage>,
     signal?: AbortSignal,
   ): Promise<void> {
     await this.call(
       "POST",
       `/v1/hosts/${encodeURIComponent(hostId)}/heartbeat`,
-      facts,
+      body,
       signal,
       hostToken,
     );

@@ -5,6 +5,7 @@ import {
   ControlPlaneHttpError,
   ControlPlaneUnreachableError,
   type HostFacts,
+  type HostUsage,
   type IssuedCredentials,
 } from "./api.js";
 import {
@@ -15,7 +16,8 @@ import {
 } from "./credentials.js";
 import { certificateRequest, loadOrCreateTlsKey, tlsKeyPath } from "./tls-identity.js";
 
-export const HEARTBEAT_INTERVAL_MS = 10_000;
+/** The seed's interval; the control plane marks a host unreachable after 90 s (three missed). */
+export const HEARTBEAT_INTERVAL_MS = 30_000;
 /** Refresh the host token when less than this is left (it lives 24 h). */
 const REFRESH_MARGIN_MS = 60 * 60 * 1000;
 /** Refresh (and so renew the server certificate, 7 days) when less than this is left. */
@@ -141,14 +143,14 @@ export class ControlPlaneLink {
    * control plane has accepted this agent; rejects with ControlPlaneRejectedError when it never
    * will (a bad or used registration token), or when stop() is called first.
    */
-  async start(facts: () => HostFacts): Promise<void> {
+  async start(facts: () => HostFacts, usage?: () => HostUsage): Promise<void> {
     try {
       await this.connect(facts);
     } catch (err) {
       if (this.abort.signal.aborted) return;
       throw err;
     }
-    this.loop = this.heartbeatLoop(facts).catch((err: unknown) => {
+    this.loop = this.heartbeatLoop(facts, usage).catch((err: unknown) => {
       if (!this.abort.signal.aborted)
         this.opts.log.error("control plane heartbeat loop failed", { error: String(err) });
     });
@@ -186,7 +188,7 @@ export class ControlPlaneLink {
     });
   }
 
-  private async heartbeatLoop(facts: () => HostFacts): Promise<void> {
+  private async heartbeatLoop(facts: () => HostFacts, usage?: () => HostUsage): Promise<void> {
     const { log } = this.opts;
     const interval = this.opts.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS;
     let failures = 0;
@@ -208,7 +210,12 @@ export class ControlPlaneLink {
           refused = false;
         }
         const current = this.creds ?? creds;
-        await this.api.heartbeat(current.hostId, current.hostToken, facts(), this.abort.signal);
+        await this.api.heartbeat(
+          current.hostId,
+          current.hostToken,
+          { ...facts(), ...usage?.() },
+          this.abort.signal,
+        );
         if (failures > 0)
           log.info("control plane heartbeat works again", { afterFailures: failures });
         failures = 0;

@@ -82,6 +82,20 @@ export class SandboxManager {
     return [...this.table.records.values()].filter((r) => !r.inPool);
   }
 
+  /**
+   * What this host has committed, for the heartbeat: memory of every sandbox not paused (the
+   * warm pool's too: it holds that memory), disk sizes of all, and the users' sandbox count.
+   */
+  committed(): { memoryMb: number; diskMb: number; sandboxes: number } {
+    let memoryMb = 0;
+    let diskMb = 0;
+    for (const r of this.table.records.values()) {
+      if (r.status !== "paused") memoryMb += r.memoryMb;
+      diskMb += r.diskSizeMb;
+    }
+    return { memoryMb, diskMb, sandboxes: this.list().length };
+  }
+
   get(id: string): SandboxRecord {
     const rec = this.table.records.get(id);
     if (!rec || rec.inPool) throw notFound(id);

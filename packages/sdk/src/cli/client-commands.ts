@@ -8,12 +8,13 @@ import {
   type Subcommand,
   UsageError,
 } from "./command.js";
+import { HOST_COMMANDS } from "./host-commands.js";
 import { type CliIo, processIo } from "./io.js";
 import { SANDBOX_COMMANDS } from "./sandbox-commands.js";
 import { TEMPLATE_COMMANDS } from "./template-commands.js";
 
 /**
- * `nestbox sandbox …` and `nestbox template …`: the client commands, over the typed client.
+ * `nestbox sandbox …`, `nestbox template …` and `nestbox host …`: the client commands, over the typed client.
  * Bad usage throws a UsageError (the entry point: exit 2 with a hint); an API error prints
  * `error: <code>: <message>` and exits 1.
  */
@@ -95,6 +96,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
     "Lists, creates (from a sandbox) and deletes templates.",
     TEMPLATE_COMMANDS,
   );
+  const hostUsage = groupUsage(
+    "host",
+    "Registers, lists, drains, tags and deletes host agents' hosts (platform admins; a BYOC team's owner and admins for the team's own).",
+    HOST_COMMANDS,
+  );
   const adminUsage = groupUsage(
     "admin",
     `Platform administration: teams, users, templates and sandboxes of every team.\n${ADMIN_AUTH_HELP}`,
@@ -111,6 +117,11 @@ export function createClientCommands(io: () => CliIo = processIo): Record<string
       summary: "list, snapshot and delete templates",
       usage: templateUsage,
       run: (args) => dispatch("template", TEMPLATE_COMMANDS, templateUsage, args, io()),
+    },
+    host: {
+      summary: "create (with a registration token), list, drain, tag and delete hosts",
+      usage: hostUsage,
+      run: (args) => dispatch("host", HOST_COMMANDS, hostUsage, args, io()),
     },
     admin: {
       summary: "platform admins: teams (BYOC, delete), users (deactivate), templates, sandboxes",

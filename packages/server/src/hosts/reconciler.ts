@@ -6,8 +6,12 @@ import { markStaleHostsUnreachable } from "./registration.js";
 
 /** Any number shared by all control planes: only the holder of this advisory lock reconciles. */
 const RECONCILE_LOCK = 0x6e62_0001;
-/** A host that has not sent a heartbeat for this long is unreachable. */
-export const HEARTBEAT_STALE_SEC = 45;
+/**
+ * A host that has not sent a heartbeat for this long is unreachable: three missed beats of the
+ * agent's 30 s interval (the seed's figure). `NESTBOX_HOST_STALE_SEC` / `--host-stale-sec`
+ * change it (tests shorten it).
+ */
+export const HEARTBEAT_STALE_SEC = 90;
 /**
  * A create that has been pending this long without the agent knowing it has failed (the agent
  * lists a create from the moment it takes it, as `starting`; a minute covers the control
@@ -45,6 +49,7 @@ export class Reconciler {
     private readonly db: Db,
     private readonly agents: AgentClients,
     private readonly log: (line: string) => void = (l) => console.log(l),
+    private readonly staleSec = HEARTBEAT_STALE_SEC,
   ) {}
 
   start(intervalMs = 15_000): void {
@@ -102,8 +107,10 @@ export class Reconciler {
       }
     };
 
-    for (const hostId of await markStaleHostsUnreachable(this.db, HEARTBEAT_STALE_SEC)) {
-      this.log(`[reconciler] host ${hostId} missed its heartbeats: unreachable`);
+    for (const hostId of await markStaleHostsUnreachable(this.db, this.staleSec)) {
+      this.log(
+        `[reconciler] host ${hostId} sent no heartbeat for ${this.staleSec} s: unreachable, its running sandboxes missing`,
+      );
       for (const s of await liveSandboxesOnHost(this.db, hostId))
         if (s.status === "running" || s.status === "pending")
           await change(s.id, [s.status], "missing");

@@ -6,19 +6,23 @@ import {
   verifyHostToken,
 } from "../auth/host-tokens.js";
 import type { Queryable } from "../db/db.js";
+import { recordAudit } from "../db/queries/audit.js";
 import {
   consumeRegistrationToken,
   type HostFacts,
   type HostRow,
+  type HostType,
+  type HostUsage,
   insertPendingHost,
   markStaleHosts,
   recordHeartbeat,
+  reissueRegistrationToken,
   rotateRefreshToken,
 } from "../db/queries/hosts.js";
 import { notFound, unauthorized } from "../errors.js";
 import { newId } from "../ids.js";
 
-export type { HostFacts, HostRow } from "../db/queries/hosts.js";
+export type { HostFacts, HostRow, HostUsage } from "../db/queries/hosts.js";
 
 /** A registration token is good for one use within this time. */
 export const REGISTRATION_TOKEN_TTL_SEC = 60 * 60;
@@ -40,13 +44,15 @@ export interface HostCredentials {
  */
 export async function createHost(
   db: Queryable,
-  opts: { name: string; createdBy?: string | null },
+  opts: { name: string; createdBy?: string | null; type?: HostType; teamId?: string | null },
 ): Promise<{ host: HostRow; registrationToken: string }> {
   const registrationToken = newOpaqueToken();
   const host = await insertPendingHost(db, {
     id: newId("host"),
     name: opts.name,
     createdBy: opts.createdBy ?? null,
+    type: opts.type,
+    teamId: opts.teamId,
     tokenId: newId("htok"),
     tokenHash: hashOpaqueToken(registrationToken),
     tokenTtlSec: REGISTRATION_TOKEN_TTL_SEC,
@@ -55,10 +61,28 @@ export async function createHost(
 }
 
 /**
+ * A fresh registration token for a host that has not registered yet (a lost or expired one);
+ * earlier unused tokens of the host stop working. Undefined when the host is not `pending`.
+ */
+export async function newRegistrationToken(
+  db: Queryable,
+  hostId: string,
+): Promise<{ host: HostRow; registrationToken: string } | undefined> {
+  const registrationToken = newOpaqueToken();
+  const host = await reissueRegistrationToken(db, {
+    hostId,
+    tokenId: newId("htok"),
+    tokenHash: hashOpaqueToken(registrationToken),
+    tokenTtlSec: REGISTRATION_TOKEN_TTL_SEC,
+  });
+  return host ? { host, registrationToken } : undefined;
+}
+
+/**
  * Exchanges a registration token for host credentials and records the facts the agent
  * reported. The host stays `pending` until its first heartbeat: the agent sends that once it
  * serves with the certificate in this answer, so nothing calls it before it can be called.
- * the agent reported. The token works once (atomically: of two concurrent uses exactly one
+ * The token works once (atomically: of two concurrent uses exactly one
  * wins); unknown, used or expired tokens are 401.
  */
 export async function registerHost(
@@ -100,27 +124,55 @@ export async function refreshHostToken(
 }
 
 /**
- * Records that the host is alive (`pending` or `unreachable` → `online`); optional facts update what was
- * registered. 404 when the host was deleted: the agent then stops heartbeating.
+ * Records that the host is alive (`pending` or `unreachable` → `online`); optional facts update
+ * what was registered, and usage what the agent has committed now. A host back from
+ * `unreachable` gets a `host.marked_up` audit entry (the reconciler's next pass then sets its
+ * sandboxes to what the agent reports). 404 when the host was deleted: the agent then stops
+ * heartbeating.
  */
 export async function heartbeat(
   db: Queryable,
   hostId: string,
   facts: Partial<HostFacts> = {},
+  usage?: HostUsage,
 ): Promise<{ host: HostRow; wasUnreachable: boolean }> {
-  const res = await recordHeartbeat(db, hostId, facts);
+  const res = await recordHeartbeat(db, hostId, facts, usage);
   if (!res) throw notFound("host");
+  if (res.wasUnreachable)
+    await recordAudit(db, {
+      teamId: res.host.team_id,
+      actorType: "system",
+      actorId: null,
+      action: "host.marked_up",
+      resourceType: "host",
+      resourceId: hostId,
+    });
   return res;
 }
 
 /**
- * Online hosts without a heartbeat for `olderThanSec` become `unreachable`. Returns the ids it
- * changed, for the reconciler to mark their sandboxes `missing`.
+ * Online hosts without a heartbeat for `olderThanSec` become `unreachable`, each with a
+ * `host.marked_down` audit entry. Returns the ids it changed, for the reconciler to mark their
+ * sandboxes `missing`.
  */
-export function markStaleHostsUnreachable(db: Queryable, olderThanSec: number): Promise<string[]> {
+export async function markStaleHostsUnreachable(
+  db: Queryable,
+  olderThanSec: number,
+): Promise<string[]> {
   if (!Number.isFinite(olderThanSec) || olderThanSec < 0)
     throw new RangeError(`olderThanSec must be a non-negative number, got ${olderThanSec}`);
-  return markStaleHosts(db, olderThanSec);
+  const down = await markStaleHosts(db, olderThanSec);
+  for (const h of down)
+    await recordAudit(db, {
+      teamId: h.team_id,
+      actorType: "system",
+      actorId: null,
+      action: "host.marked_down",
+      resourceType: "host",
+      resourceId: h.id,
+      metadata: { silent_for_sec: olderThanSec },
+    });
+  return down.map((h) => h.id);
 }
 
 /** The host id of a valid host token (`X-Host-Token`); 401 otherwise. */

@@ -18,7 +18,7 @@ import {
 import { agentTemplateName, resolveTemplate } from "../db/queries/templates.js";
 import { ApiError, badRequest, invalidState, notFound } from "../errors.js";
 import type { AgentClients } from "../hosts/agent-clients.js";
-import { rankHosts } from "../hosts/scheduler.js";
+import { placeSandbox, type SchedulerOptions } from "../hosts/scheduler.js";
 import { newSandboxId } from "../ids.js";
 import type { AgentClient, SandboxAccess, SandboxRow } from "./sandbox-access.js";
 
@@ -44,6 +44,8 @@ export interface CreateSandboxInput {
   /** False: user ports need the traffic access token at the proxy. */
   allowPublicTraffic?: boolean;
   trafficAccessToken?: string;
+  /** Placement constraint: only hosts with every one of these tags. */
+  hostTags?: string[];
 }
 
 export const SANDBOX_DEFAULTS = { vcpus: 2, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 };
@@ -92,6 +94,8 @@ export class SandboxService implements SandboxAccess {
     readonly agentClients: AgentClients,
     private readonly platformTeamId: string,
     private readonly log: (line: string) => void = (l) => console.log(l),
+    /** The scheduler's reserve and its debug log (each placement with its scores). */
+    private readonly scheduling: SchedulerOptions = {},
   ) {}
 
   async get(teamId: string, sandboxId: string): Promise<SandboxRecord> {
@@ -182,10 +186,21 @@ export class SandboxService implements SandboxAccess {
         ? template.memory_mb
         : (input.memoryMb ?? SANDBOX_DEFAULTS.memoryMb);
     const diskSizeMb = input.diskSizeMb ?? SANDBOX_DEFAULTS.diskSizeMb;
-    let hosts = await rankHosts(this.db, { memoryMb, diskMb: diskSizeMb });
-    if (template.kind === "snapshot") hosts = hosts.filter((h) => h.id === template.host_id);
-    if (hosts.length === 0)
-      throw new ApiError(503, "no_hosts_available", "no online host has room for this sandbox");
+    // Placement only: later calls (agentFor) reach a draining host's sandboxes as any other.
+    const hosts = await placeSandbox(
+      this.db,
+      {
+        teamId,
+        vcpus,
+        memoryMb,
+        diskMb: diskSizeMb,
+        tags: input.hostTags,
+        ...(template.kind === "snapshot"
+          ? { onlyHost: { id: template.host_id, what: `snapshot template ${template.name}` } }
+          : {}),
+      },
+      this.scheduling,
+    );
 
     const id = newSandboxId();
     let row = await insertPendingSandbox(this.db, {

@@ -58,6 +58,9 @@ export const TeamSchema = z
     name: z.string(),
     slug: z.string(),
     is_platform: z.boolean(),
+    is_byoc: z.boolean().openapi({
+      description: "bring-your-own-compute: its sandboxes run only on the team's own hosts",
+    }),
     created_at: z.string().openapi({ format: "date-time" }),
     /** The caller's role in this team. */
     role: RoleSchema,
@@ -78,6 +81,7 @@ export const teamView = (t: TeamWithRole): z.infer<typeof TeamSchema> => ({
   name: t.name,
   slug: t.slug,
   is_platform: t.is_platform,
+  is_byoc: t.is_byoc,
   created_at: t.created_at.toISOString(),
   role: t.role,
 });

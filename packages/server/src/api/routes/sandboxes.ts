@@ -1,5 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireCaller } from "../../auth/middleware.js";
+import { HOST_TAG_MESSAGE, HOST_TAG_RE, MAX_HOST_TAGS } from "../../domain/host.js";
 import { badRequest } from "../../errors.js";
 import { TEMPLATE_NAME_RE } from "../../ids.js";
 import type { SandboxRow, SandboxStatus } from "../../services/sandbox-access.js";
@@ -74,6 +75,11 @@ const CreateBody = z
       .optional(),
     metadata: stringMap(64, 1024).optional(),
     allow_internet_access: z.boolean().optional(),
+    host_tags: z
+      .array(z.string().regex(HOST_TAG_RE, HOST_TAG_MESSAGE))
+      .max(MAX_HOST_TAGS)
+      .optional()
+      .openapi({ description: "place only on a host that has every one of these tags" }),
   })
   .strict()
   .openapi("CreateSandbox");
@@ -128,6 +134,7 @@ export function sandboxRoutes(service: SandboxService): RouteModule {
           envVars: b.env_vars,
           metadata: b.metadata,
           allowInternetAccess: b.allow_internet_access,
+          hostTags: b.host_tags,
         });
         return c.json(sandboxView(row), 201);
       },

@@ -1,6 +1,7 @@
 import { first, type Queryable } from "../db.js";
 
 export type HostStatus = "pending" | "online" | "unreachable" | "offline";
+export type HostType = "regular" | "byoc";
 
 /** One row of `hosts`, as the query layer returns it. */
 export interface HostRow {
@@ -18,6 +19,31 @@ export interface HostRow {
   created_by: string | null;
   created_at: Date;
   updated_at: Date;
+  type: HostType;
+  /** The owning team of a `byoc` host; null for `regular` ones. */
+  team_id: string | null;
+  /** No new sandboxes are placed here; the ones it has keep running. */
+  draining: boolean;
+  /** What the agent reported committed with its last heartbeat (null before it did). */
+  used_memory_mb: number | null;
+  used_disk_mb: number | null;
+  sandbox_count: number | null;
+}
+
+/** A host as the API shows it: the row plus its team's name, tags and live sandbox count. */
+export interface HostDetail extends HostRow {
+  team_name: string | null;
+  /** Sorted. */
+  tags: string[];
+  /** Sandboxes pending/running/paused/missing on it. */
+  active_sandbox_count: number;
+}
+
+/** What the agent reports with a heartbeat about what it has committed. */
+export interface HostUsage {
+  usedMemoryMb: number;
+  usedDiskMb: number;
+  sandboxCount: number;
 }
 
 /** What an agent says about itself at registration (and may repeat with each heartbeat). */
@@ -37,6 +63,8 @@ export async function insertPendingHost(
     id: string;
     name: string;
     createdBy: string | null;
+    type?: HostType;
+    teamId?: string | null;
     tokenId: string;
     tokenHash: string;
     tokenTtlSec: number;
@@ -46,14 +74,24 @@ export async function insertPendingHost(
   const row = await first<HostRow>(
     db,
     `WITH h AS (
-       INSERT INTO hosts (id, name, status, created_by) VALUES ($1, $2, 'pending', $3)
+       INSERT INTO hosts (id, name, status, created_by, type, team_id)
+       VALUES ($1, $2, 'pending', $3, $7, $8)
        RETURNING *
      ), t AS (
        INSERT INTO host_tokens (id, host_id, kind, token_hash, expires_at)
        SELECT $4, h.id, 'registration', $5, now() + make_interval(secs => $6) FROM h
      )
      SELECT * FROM h`,
-    [h.id, h.name, h.createdBy, h.tokenId, h.tokenHash, h.tokenTtlSec],
+    [
+      h.id,
+      h.name,
+      h.createdBy,
+      h.tokenId,
+      h.tokenHash,
+      h.tokenTtlSec,
+      h.type ?? "regular",
+      h.teamId ?? null,
+    ],
   );
   if (!row) throw new Error(`insert of host ${h.id} returned no row`);
   return row;
@@ -62,8 +100,83 @@ export async function insertPendingHost(
 export const getHost = (db: Queryable, id: string) =>
   first<HostRow>(db, "SELECT * FROM hosts WHERE id = $1", [id]);
 
-export const listHosts = (db: Queryable) =>
-  db.query<HostRow>("SELECT * FROM hosts ORDER BY created_at DESC, id DESC");
+const LIVE = "('pending', 'running', 'paused', 'missing')";
+
+const DETAIL = `SELECT h.*, t.name AS team_name,
+    ARRAY(SELECT tag FROM host_tags WHERE host_id = h.id ORDER BY tag) AS tags,
+    (SELECT count(*)::int FROM sandboxes s
+      WHERE s.host_id = h.id AND s.status IN ${LIVE}) AS active_sandbox_count
+  FROM hosts h LEFT JOIN teams t ON t.id = h.team_id`;
+
+export const getHostDetail = (db: Queryable, id: string) =>
+  first<HostDetail>(db, `${DETAIL} WHERE h.id = $1`, [id]);
+
+/**
+ * Hosts, newest first: all of them, or only one team's (`teamId`: the BYOC hosts a team's
+ * members see), optionally of one type.
+ */
+export const listHosts = (db: Queryable, filter: { teamId?: string; type?: HostType } = {}) =>
+  db.query<HostDetail>(
+    `${DETAIL}
+     WHERE ($1::text IS NULL OR h.team_id = $1) AND ($2::text IS NULL OR h.type = $2)
+     ORDER BY h.created_at DESC, h.id DESC`,
+    [filter.teamId ?? null, filter.type ?? null],
+  );
+
+/**
+ * A new registration token for a host that never registered (its earlier unused ones revoked),
+ * in one statement: the host is still `pending` when the token is stored. Undefined when the
+ * host is not pending (or does not exist).
+ */
+export async function reissueRegistrationToken(
+  db: Queryable,
+  r: { hostId: string; tokenId: string; tokenHash: string; tokenTtlSec: number },
+): Promise<HostRow | undefined> {
+  return first<HostRow>(
+    db,
+    `WITH h AS (
+       SELECT * FROM hosts WHERE id = $1 AND status = 'pending' FOR UPDATE
+     ), old AS (
+       UPDATE host_tokens SET revoked_at = now()
+       WHERE host_id IN (SELECT id FROM h) AND kind = 'registration'
+         AND used_at IS NULL AND revoked_at IS NULL
+     ), n AS (
+       INSERT INTO host_tokens (id, host_id, kind, token_hash, expires_at)
+       SELECT $2, h.id, 'registration', $3, now() + make_interval(secs => $4) FROM h
+     )
+     SELECT * FROM h`,
+    [r.hostId, r.tokenId, r.tokenHash, r.tokenTtlSec],
+  );
+}
+
+/** Sets or clears draining; undefined when the host does not exist. */
+export const setHostDraining = (db: Queryable, hostId: string, draining: boolean) =>
+  first<HostRow>(
+    db,
+    "UPDATE hosts SET draining = $2, updated_at = now() WHERE id = $1 RETURNING *",
+    [hostId, draining],
+  );
+
+export async function listHostTags(db: Queryable, hostId: string): Promise<string[]> {
+  const rows = await db.query<{ tag: string }>(
+    "SELECT tag FROM host_tags WHERE host_id = $1 ORDER BY tag",
+    [hostId],
+  );
+  return rows.map((r) => r.tag);
+}
+
+/** Idempotent. */
+export async function addHostTag(db: Queryable, hostId: string, tag: string): Promise<void> {
+  await db.query("INSERT INTO host_tags (host_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
+    hostId,
+    tag,
+  ]);
+}
+
+/** Idempotent. */
+export async function removeHostTag(db: Queryable, hostId: string, tag: string): Promise<void> {
+  await db.query("DELETE FROM host_tags WHERE host_id = $1 AND tag = $2", [hostId, tag]);
+}
 
 /**
  * Consumes a registration token and brings its host online, in one statement: two agents
@@ -154,6 +267,7 @@ export async function recordHeartbeat(
   db: Queryable,
   hostId: string,
   facts: Partial<HostFacts> = {},
+  usage?: HostUsage,
 ): Promise<{ host: HostRow; wasUnreachable: boolean } | undefined> {
   const row = await first<HostRow & { was_unreachable: boolean }>(
     db,
@@ -164,7 +278,9 @@ export async function recordHeartbeat(
        address = COALESCE($2, address), runtime = COALESCE($3, runtime),
        arch = COALESCE($4, arch), cpu_cores = COALESCE($5, cpu_cores),
        memory_mb = COALESCE($6, memory_mb), disk_mb = COALESCE($7, disk_mb),
-       agent_version = COALESCE($8, agent_version), updated_at = now()
+       agent_version = COALESCE($8, agent_version),
+       used_memory_mb = COALESCE($9, used_memory_mb), used_disk_mb = COALESCE($10, used_disk_mb),
+       sandbox_count = COALESCE($11, sandbox_count), updated_at = now()
      FROM prev WHERE hosts.id = prev.id
      RETURNING hosts.*, prev.status = 'unreachable' AS was_unreachable`,
     [
@@ -176,6 +292,9 @@ export async function recordHeartbeat(
       facts.memoryMb ?? null,
       facts.diskMb ?? null,
       facts.agentVersion ?? null,
+      usage?.usedMemoryMb ?? null,
+      usage?.usedDiskMb ?? null,
+      usage?.sandboxCount ?? null,
     ],
   );
   if (!row) return undefined;
@@ -183,19 +302,22 @@ export async function recordHeartbeat(
   return { host, wasUnreachable: was_unreachable };
 }
 
-/** Online hosts silent for longer than `olderThanSec` become `unreachable`; returns their ids. */
-export async function markStaleHosts(db: Queryable, olderThanSec: number): Promise<string[]> {
-  const rows = await db.query<{ id: string }>(
+/**
+ * Online hosts silent for longer than `olderThanSec` become `unreachable`; returns them (id and
+ * team, for the audit entry).
+ */
+export async function markStaleHosts(
+  db: Queryable,
+  olderThanSec: number,
+): Promise<{ id: string; team_id: string | null }[]> {
+  return db.query<{ id: string; team_id: string | null }>(
     `UPDATE hosts SET status = 'unreachable', updated_at = now()
      WHERE status = 'online'
        AND (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => $1))
-     RETURNING id`,
+     RETURNING id, team_id`,
     [olderThanSec],
   );
-  return rows.map((r) => r.id);
 }
-
-const LIVE = "('pending', 'running', 'paused', 'missing')";
 
 /** Sandboxes that still hold (or may again hold) resources on the host. */
 export async function liveSandboxIdsOnHost(db: Queryable, hostId: string): Promise<string[]> {

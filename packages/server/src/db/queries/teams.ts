@@ -6,6 +6,8 @@ export interface TeamRow {
   name: string;
   slug: string;
   is_platform: boolean;
+  /** Bring-your-own-compute: its sandboxes run only on its own hosts (migration 0006). */
+  is_byoc: boolean;
   created_at: Date;
   deleted_at: Date | null;
 }

@@ -12,6 +12,12 @@ export type Sandbox = Schemas["Sandbox"];
 export type ApiKey = Schemas["ApiKey"];
 export type Team = Schemas["Team"];
 export type User = Schemas["User"];
+/** The JSON body of a path's 200 GET answer (for list rows whose schema has no name of its own). */
+export type GetBody<P extends keyof paths> = paths[P] extends {
+  get: { responses: { 200: { content: { "application/json": infer B } } } };
+}
+  ? B
+  : never;
 /** Login/signup/refresh body: the access token and when it expires. */
 export type AuthBody = Schemas["AuthResponse"];
 
