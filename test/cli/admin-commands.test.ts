@@ -130,7 +130,7 @@ describe("nestbox admin", () => {
     const group = ok(await nbx(["admin", "--help"]));
     for (const sub of ["teams", "users", "templates", "sandboxes"])
       assert.match(group, new RegExp(`\\n  ${sub} `), sub);
-    assert.match(group, /NESTBOX_ADMIN_PASSWORD/);
+    assert.match(group, /NESTBOX_PASSWORD/);
     const teams = ok(await nbx(["admin", "teams", "--help"]));
     assert.match(teams, /^Usage: nestbox admin teams \[list\]/);
     assert.match(teams, /One way/);
@@ -243,14 +243,14 @@ describe("nestbox admin", () => {
     assertApiError(
       await nbx(["admin", "users"], {
         NESTBOX_DIR: emptyDir,
-        NESTBOX_ADMIN_EMAIL: user.email,
-        NESTBOX_ADMIN_PASSWORD: user.password,
+        NESTBOX_EMAIL: user.email,
+        NESTBOX_PASSWORD: user.password,
       }),
       "forbidden",
       /not a platform admin/,
     );
     assertApiError(
-      await nbx(["admin", "users"], { NESTBOX_ADMIN_PASSWORD: "wrong-password" }),
+      await nbx(["admin", "users"], { NESTBOX_PASSWORD: "wrong-password" }),
       "unauthorized",
     );
     // A token works on its own.

@@ -6,14 +6,13 @@ import { bytes, json, seconds, table } from "./format.js";
 
 /**
  * `nestbox admin <teams|users|templates|sandboxes> [action]`: the platform-admin API. It takes
- * a user session, never an API key: NESTBOX_TOKEN, else a login as NESTBOX_ADMIN_EMAIL
- * (default admin@localhost) with NESTBOX_ADMIN_PASSWORD (default: the all-in-one
- * `$NESTBOX_DIR/admin-password`).
+ * a user session, never an API key (`userCredentials` in client/user-login.ts, shared with
+ * `nestbox host`).
  */
 
 export const ADMIN_AUTH_HELP = `Admin commands log in as a platform admin: NESTBOX_TOKEN (an access token), else
-NESTBOX_ADMIN_EMAIL (default admin@localhost) with NESTBOX_ADMIN_PASSWORD (default: the file
-$NESTBOX_DIR/admin-password that 'nestbox up' writes). API keys are never admin credentials.`;
+NESTBOX_EMAIL (default admin@localhost) with NESTBOX_PASSWORD (default for admin@localhost: the
+file $NESTBOX_DIR/admin-password that 'nestbox up' writes). API keys are never admin credentials.`;
 
 const TEAM_ID_RE = /^team_[a-z0-9]{20}$/;
 const USER_ID_RE = /^usr_[a-z0-9]{20}$/;

@@ -1,22 +1,17 @@
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import createClient, { type Client } from "openapi-fetch";
 import type { components, paths } from "../client/api-types.js";
-import { DEFAULT_NESTBOX_DIR, resolveClientOptions } from "../client/config.js";
+import { resolveClientOptions } from "../client/config.js";
 import { apiErrorFrom, unreachable } from "../client/errors.js";
+import { userCredentials } from "../client/user-login.js";
 
 export type Host = components["schemas"]["Host"];
-
-/** The all-in-one admin's email (what `nestbox server --all-in-one` seeds). */
-const ALL_IN_ONE_ADMIN = "admin@localhost";
 
 /**
  * Who `nestbox host …` acts as. Host management belongs to users (platform admins, a BYOC team's
  * owner and admins), not to API keys, which act for a team with no role: so the commands use a
- * user session when one can be had, in this order — `NESTBOX_TOKEN` (a session token from
- * `POST /v1/auth/login`), `NESTBOX_EMAIL` + `NESTBOX_PASSWORD`, or on the all-in-one box the
- * admin whose password `nestbox up` keeps in `$NESTBOX_DIR/admin-password` — and otherwise the
- * API key, which can only list its BYOC team's hosts.
+ * user session when one can be had (`userCredentials`: NESTBOX_TOKEN, NESTBOX_EMAIL and
+ * NESTBOX_PASSWORD, or the all-in-one admin) and otherwise the API key, which can only list its
+ * BYOC team's hosts.
  */
 export async function hostApi(env: NodeJS.ProcessEnv): Promise<{
   api: Client<paths>;
@@ -41,17 +36,9 @@ export async function hostApi(env: NodeJS.ProcessEnv): Promise<{
   const bearer = (token: string) =>
     createClient<paths>({ baseUrl: apiUrl, headers: { authorization: `Bearer ${token}` } });
 
-  if (env.NESTBOX_TOKEN)
-    return { api: bearer(env.NESTBOX_TOKEN.trim()), as: "NESTBOX_TOKEN", call };
-  let login: { email: string; password: string; as: string } | undefined;
-  if (env.NESTBOX_EMAIL && env.NESTBOX_PASSWORD)
-    login = { email: env.NESTBOX_EMAIL, password: env.NESTBOX_PASSWORD, as: env.NESTBOX_EMAIL };
-  else {
-    const file = path.join(env.NESTBOX_DIR || DEFAULT_NESTBOX_DIR, "admin-password");
-    const password = readPassword(file);
-    if (password)
-      login = { email: ALL_IN_ONE_ADMIN, password, as: `${ALL_IN_ONE_ADMIN} (${file})` };
-  }
+  const creds = userCredentials(env);
+  if (creds && "token" in creds) return { api: bearer(creds.token), as: creds.as, call };
+  const login = creds;
   if (login) {
     const anon = createClient<paths>({ baseUrl: apiUrl });
     const res = await call(
@@ -64,15 +51,4 @@ export async function hostApi(env: NodeJS.ProcessEnv): Promise<{
     headers: apiKey ? { "x-api-key": apiKey } : {},
   });
   return { api, as: apiKeySource ? `the API key (${apiKeySource})` : "no credentials", call };
-}
-
-function readPassword(file: string): string | undefined {
-  try {
-    return readFileSync(file, "utf8").trim() || undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // Not the all-in-one box, or not ours to read: no session from it.
-    if (code === "ENOENT" || code === "EACCES" || code === "ENOTDIR") return undefined;
-    throw new Error(`cannot read ${file}: ${(err as Error).message}`);
-  }
 }

@@ -1,9 +1,8 @@
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import type { components } from "./api-types.js";
-import { DEFAULT_NESTBOX_DIR, resolveClientOptions } from "./config.js";
+import { resolveClientOptions } from "./config.js";
 import { NestboxApiError } from "./errors.js";
 import { Transport } from "./http.js";
+import { USER_CREDENTIALS_HELP, userCredentials } from "./user-login.js";
 
 type Schemas = components["schemas"];
 export type AdminTeam = Schemas["AdminTeam"];
@@ -15,16 +14,14 @@ export type AdminSandbox = Schemas["AdminSandbox"];
 export type AdminSandboxPage = Schemas["AdminSandboxPage"];
 export type User = Schemas["User"];
 
-export const DEFAULT_ADMIN_EMAIL = "admin@localhost";
-
 export interface AdminClientOptions {
   /** The control plane's base URL (default `NESTBOX_API_URL`, else http://127.0.0.1:3000). */
   apiUrl?: string;
   /** A platform admin's access token (default `NESTBOX_TOKEN`); else one is logged in for. */
   token?: string;
-  /** Default `NESTBOX_ADMIN_EMAIL`, else admin@localhost (the all-in-one admin). */
+  /** Default `NESTBOX_EMAIL`, else admin@localhost (the all-in-one admin). */
   email?: string;
-  /** Default `NESTBOX_ADMIN_PASSWORD`, else the all-in-one `$NESTBOX_DIR/admin-password`. */
+  /** Default `NESTBOX_PASSWORD`, else (the all-in-one admin) `$NESTBOX_DIR/admin-password`. */
   password?: string;
 }
 
@@ -56,16 +53,15 @@ export class NestboxAdmin {
     env: NodeJS.ProcessEnv = process.env,
   ): Promise<NestboxAdmin> {
     const { apiUrl } = resolveClientOptions({ apiUrl: opts.apiUrl, apiKey: "" }, env);
-    const token = opts.token ?? (env.NESTBOX_TOKEN?.trim() || undefined);
-    if (token) return new NestboxAdmin(new Transport(apiUrl, undefined, token));
-    const email = opts.email ?? (env.NESTBOX_ADMIN_EMAIL?.trim() || DEFAULT_ADMIN_EMAIL);
-    const password = opts.password ?? env.NESTBOX_ADMIN_PASSWORD ?? adminPasswordFile(env);
-    if (!password)
+    const creds = userCredentials(env, opts);
+    if (!creds)
       throw new NestboxApiError(
         401,
         "unauthorized",
-        "no admin credentials: set NESTBOX_TOKEN, or NESTBOX_ADMIN_EMAIL and NESTBOX_ADMIN_PASSWORD (on the 'nestbox up' host the admin password is read from $NESTBOX_DIR/admin-password)",
+        `no admin credentials: set ${USER_CREDENTIALS_HELP}`,
       );
+    if ("token" in creds) return new NestboxAdmin(new Transport(apiUrl, undefined, creds.token));
+    const { email, password } = creds;
     const anonymous = new Transport(apiUrl, undefined);
     const login = await anonymous.call(
       anonymous.api.POST("/v1/auth/login", { body: { email, password } }),
@@ -152,15 +148,3 @@ const pageQuery = (p: Paging) => ({
   ...(p.page !== undefined ? { page: p.page } : {}),
   ...(p.perPage !== undefined ? { per_page: p.perPage } : {}),
 });
-
-/** The all-in-one admin's password file, or undefined when it is not there or not ours. */
-function adminPasswordFile(env: NodeJS.ProcessEnv): string | undefined {
-  const file = path.join(env.NESTBOX_DIR || DEFAULT_NESTBOX_DIR, "admin-password");
-  try {
-    return readFileSync(file, "utf8").trim() || undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "EACCES" || code === "ENOTDIR") return undefined;
-    throw new Error(`cannot read the admin password file ${file}: ${(err as Error).message}`);
-  }
-}
