@@ -12,6 +12,11 @@ const RECONCILE_LOCK = 0x6e62_0001;
  * change it (tests shorten it).
  */
 export const HEARTBEAT_STALE_SEC = 90;
+/**
+ * Each agent call of a pass gives up after this: a hung agent (stopped process, black-holed
+ * network) must not hold the pass, and with it the marking of silent hosts, forever.
+ */
+const AGENT_CALL_TIMEOUT_MS = 10_000;
 /** A create that has been pending this long without the agent knowing it has failed. */
 const PENDING_GRACE_MS = 5 * 60_000;
 
@@ -111,7 +116,9 @@ export class Reconciler {
     for (const host of hosts) {
       let live: Awaited<ReturnType<AgentClient["listSandboxes"]>>;
       try {
-        live = await this.agents.get(host.id, host.address).listSandboxes({});
+        live = await this.agents
+          .get(host.id, host.address)
+          .listSandboxes({}, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
       } catch (err) {
         // One failed call is not a lost host: heartbeats decide that.
         this.log(`[reconciler] host ${host.id}: ListSandboxes failed: ${String(err)}`);
@@ -152,7 +159,9 @@ export class Reconciler {
         );
         if (stillUnknown.length) continue;
         try {
-          await this.agents.get(host.id, host.address).destroySandbox({ sandboxId: id });
+          await this.agents
+            .get(host.id, host.address)
+            .destroySandbox({ sandboxId: id }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
           report.destroyedOnHost.push(id);
           this.log(`[sandbox ${id}] destroyed on host ${host.id}: the database does not know it`);
         } catch (err) {
