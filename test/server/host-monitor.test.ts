@@ -146,7 +146,7 @@ describe("host monitor and control-plane loss (real agent, namespace runtime)", 
     assert.ok(latest);
     // Another JWT secret: the agent's host token is no longer valid, and its refresh token is
     // revoked, so the control plane refuses it for good (until an operator steps in).
-    await stack.close();
+    await stack.close(true);
     stack = await startHostStack({
       port,
       dataDir: stack.dataDir,

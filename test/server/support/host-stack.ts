@@ -33,7 +33,8 @@ export interface HostStack {
   /** Everything the control plane logged (debug included). */
   logs: string[];
   api(method: string, route: string, bearer: string, body?: unknown): Promise<ApiResult>;
-  close(): Promise<void>;
+  /** Stops the control plane and removes its data directory, unless `keepData` (a restart). */
+  close(keepData?: boolean): Promise<void>;
 }
 
 export async function startHostStack(
@@ -87,7 +88,10 @@ export async function startHostStack(
     api,
     dataDir,
     jwtSecret,
-    close: () => server.close(),
+    async close(keepData = false) {
+      await server.close();
+      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
 
