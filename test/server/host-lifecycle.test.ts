@@ -6,7 +6,7 @@
  * the test (registration and heartbeats over HTTP); placement with real agents is byoc.test.ts.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -27,9 +27,9 @@ import { type AppFixture, openAppFixture } from "./support/app-fixture.js";
 import { DB_KINDS } from "./support/db-fixture.js";
 import { type TestTeam, type TestUser, testTeam, testUser } from "./support/host-teams.js";
 
-const CSR = await certificateRequest(
-  await loadOrCreateTlsKey(path.join(mkdtempSync(path.join(tmpdir(), "nbx-hl-key-")), "k.pem")),
-);
+const keyDir = mkdtempSync(path.join(tmpdir(), "nbx-hl-key-"));
+const CSR = await certificateRequest(await loadOrCreateTlsKey(path.join(keyDir, "k.pem")));
+rmSync(keyDir, { recursive: true, force: true });
 const FACTS = {
   address: "https://127.0.0.1:1",
   runtime: "namespace",

@@ -11,8 +11,8 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ServerConfig } from "../../../packages/server/src/config.js";
 import {
-  type LogLevel,
   type RunningServer,
+  type StartOptions,
   startServer,
 } from "../../../packages/server/src/main.js";
 import {
@@ -33,11 +33,18 @@ export interface HostStack {
   /** Everything the control plane logged (debug included). */
   logs: string[];
   api(method: string, route: string, bearer: string, body?: unknown): Promise<ApiResult>;
-  close(): Promise<void>;
+  /** Stops the control plane and removes its data directory, unless `keepData` (a restart). */
+  close(keepData?: boolean): Promise<void>;
 }
 
 export async function startHostStack(
-  opts: { port?: number; dataDir?: string; jwtSecret?: Uint8Array; logLevel?: LogLevel } = {},
+  opts: {
+    port?: number;
+    dataDir?: string;
+    jwtSecret?: Uint8Array;
+    /** More startServer options (log level, staleness, reconcile interval). */
+    start?: Partial<Omit<StartOptions, "config" | "log">>;
+  } = {},
 ): Promise<HostStack & { dataDir: string; jwtSecret: Uint8Array }> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "nbx-hoststack-"));
   const jwtSecret = opts.jwtSecret ?? randomBytes(32);
@@ -53,8 +60,9 @@ export async function startHostStack(
   const logs: string[] = [];
   const server = await startServer({
     config,
-    logLevel: opts.logLevel ?? "debug",
+    logLevel: "debug",
     reconcileMs: 2000,
+    ...opts.start,
     log: (l) => {
       logs.push(l);
       if (logs.length > 20_000) logs.splice(0, 10_000);
@@ -80,7 +88,10 @@ export async function startHostStack(
     api,
     dataDir,
     jwtSecret,
-    close: () => server.close(),
+    async close(keepData = false) {
+      await server.close();
+      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
 

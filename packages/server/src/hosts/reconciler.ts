@@ -13,6 +13,11 @@ const RECONCILE_LOCK = 0x6e62_0001;
  */
 export const HEARTBEAT_STALE_SEC = 90;
 /**
+ * Each agent call of a pass gives up after this: a hung agent (stopped process, black-holed
+ * network) must not hold the pass, and with it the marking of silent hosts, forever.
+ */
+const AGENT_CALL_TIMEOUT_MS = 10_000;
+/**
  * A create that has been pending this long without the agent knowing it has failed (the agent
  * lists a create from the moment it takes it, as `starting`; a minute covers the control
  * plane's own steps before the call, or a control plane that died before making it).
@@ -122,7 +127,9 @@ export class Reconciler {
     for (const host of hosts) {
       let live: Awaited<ReturnType<AgentClient["listSandboxes"]>>;
       try {
-        live = await this.agents.get(host.id, host.address).listSandboxes({});
+        live = await this.agents
+          .get(host.id, host.address)
+          .listSandboxes({}, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
       } catch (err) {
         // One failed call is not a lost host: heartbeats decide that.
         this.log(`[reconciler] host ${host.id}: ListSandboxes failed: ${String(err)}`);
@@ -169,7 +176,9 @@ export class Reconciler {
         );
         if (stillUnknown.length) continue;
         try {
-          await this.agents.get(host.id, host.address).destroySandbox({ sandboxId: id });
+          await this.agents
+            .get(host.id, host.address)
+            .destroySandbox({ sandboxId: id }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
           report.destroyedOnHost.push(id);
           this.log(`[sandbox ${id}] destroyed on host ${host.id}: the database does not know it`);
         } catch (err) {
