@@ -1,4 +1,4 @@
-import type { Db } from "../db/db.js";
+import { type Db, first } from "../db/db.js";
 import { liveSandboxesOnHost, transitionSandbox } from "../db/queries/sandboxes.js";
 import type { SandboxStatus } from "../domain/sandbox.js";
 import type { AgentClient, AgentClients } from "./agent-clients.js";
@@ -125,6 +125,12 @@ export class Reconciler {
       "SELECT id, address FROM hosts WHERE status = 'online' AND address IS NOT NULL",
     );
     for (const host of hosts) {
+      // The agent's answer describes the moment it was asked: a row written after that (a
+      // resume or pause that finished while the list was on its way) is newer than the answer
+      // and is left for the next pass, or a just-resumed sandbox would be set back to paused.
+      // The database's clock, as updated_at is.
+      const asked = await first<{ at: Date }>(this.db, "SELECT clock_timestamp() AS at");
+      const askedAt = asked?.at ?? new Date(0);
       let live: Awaited<ReturnType<AgentClient["listSandboxes"]>>;
       try {
         live = await this.agents
@@ -142,6 +148,7 @@ export class Reconciler {
       const rows = await liveSandboxesOnHost(this.db, host.id);
       const known = new Set(rows.map((r) => r.id));
       for (const row of rows) {
+        if (row.updated_at > askedAt) continue;
         const actual = onHost.get(row.id);
         if (actual === "paused" && (row.status === "running" || row.status === "missing")) {
           await change(row.id, [row.status], "paused");
