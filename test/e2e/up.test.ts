@@ -116,6 +116,17 @@ function processesWith(needle: string): Proc[] {
   return found;
 }
 
+/** A process's parent pid (0 when it is gone). */
+function parentPid(pid: number): number {
+  try {
+    // The command name in field 2 may hold spaces; the fields after its closing paren do not.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return 0; // the process exited while we looked
+  }
+}
+
 /** The cgroup v1 freezer group of a process, if it is in one of its own. */
 function freezerGroup(pid: number): string | undefined {
   try {
@@ -334,7 +345,13 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
 
   it("Ctrl-C stops the control plane and the agent and pauses the sandbox", async (t) => {
     assert.ok(up && sandboxId);
-    const daemons = processesWith(dataDir).filter((p) => /main\.js (server|agent) /.test(p.args));
+    const candidates = processesWith(dataDir).filter((p) =>
+      /main\.js (server|agent) /.test(p.args),
+    );
+    // A child the agent is starting shows its parent's command line between fork and exec:
+    // only processes whose parent is not one of them are daemons.
+    const pids = new Set(candidates.map((p) => p.pid));
+    const daemons = candidates.filter((p) => !pids.has(parentPid(p.pid)));
     assert.equal(daemons.length, 2, JSON.stringify(daemons));
     const started = Date.now();
     const { code, signal } = await interrupt(up, 30_000);
@@ -425,7 +442,13 @@ describe("nestbox up (namespace runtime, embedded database)", { concurrency: fal
   it("a SIGKILLed up takes its daemons with it", async () => {
     up = startUp(dataDir, apiPort, agentPort);
     await waitUntilUp(up, 60_000);
-    const daemons = processesWith(dataDir).filter((p) => /main\.js (server|agent) /.test(p.args));
+    const candidates = processesWith(dataDir).filter((p) =>
+      /main\.js (server|agent) /.test(p.args),
+    );
+    // A child the agent is starting shows its parent's command line between fork and exec:
+    // only processes whose parent is not one of them are daemons.
+    const pids = new Set(candidates.map((p) => p.pid));
+    const daemons = candidates.filter((p) => !pids.has(parentPid(p.pid)));
     assert.equal(daemons.length, 2, JSON.stringify(daemons));
     // Only up itself: no signal reaches the daemons (their own process groups).
     process.kill(up.child.pid as number, "SIGKILL");

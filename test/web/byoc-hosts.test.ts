@@ -108,13 +108,13 @@ describe("BYOC hosts page", () => {
     const token = re.exec((await command.textContent()) ?? "")?.[1];
     assert.ok(token, `the command: ${await command.textContent()}`);
     assert.equal(await page.getByTestId("host-token").textContent(), token);
-    // A pasted URL counts by its host name: the command fixes the scheme and the port.
+    // A pasted URL keeps its host and port (the agent listens on the port it advertises).
     await page
       .getByLabel("Address of the host, as this control plane reaches it")
       .fill("https://10.1.2.3:8443/");
     assert.match(
       (await command.textContent()) ?? "",
-      / --advertise-url https:\/\/10\.1\.2\.3:50051$/,
+      / --listen 0\.0\.0\.0:8443 --advertise-url https:\/\/10\.1\.2\.3:8443$/,
     );
     await hostRow().waitFor();
     assert.match(
