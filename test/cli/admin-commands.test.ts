@@ -5,11 +5,17 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type CliIo, createClientCommands } from "../../packages/sdk/src/cli/index.js";
-import { type RunningServer, startServer } from "../../packages/server/src/main.js";
+import type { RunningServer } from "../../packages/server/src/main.js";
+import {
+  assertApiError,
+  assertOk,
+  assertUsage,
+  type CliApp,
+  runClientCommand,
+  startCliApp,
+} from "./support/in-process.js";
 
 /**
  * `nestbox admin …` against a real control plane (in-process, embedded PGlite, all-in-one seed,
@@ -19,60 +25,14 @@ import { type RunningServer, startServer } from "../../packages/server/src/main.
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
+let app: CliApp;
 let server: RunningServer;
 let dataDir: string;
 let emptyDir: string;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-
-async function nbx(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  const parts = { out: [] as Buffer[], err: [] as Buffer[] };
-  out.on("data", (b: Buffer) => parts.out.push(b));
-  err.on("data", (b: Buffer) => parts.err.push(b));
-  const io: CliIo = {
-    stdin: PassThrough.from([""]) as unknown as CliIo["stdin"],
-    stdout: out,
-    stderr: err,
-    env: { NESTBOX_API_URL: server.url, NESTBOX_DIR: dataDir, ...env },
-  };
-  const [group, ...rest] = args;
-  const cmd = createClientCommands(() => io)[group as string];
-  assert.ok(cmd, `no command ${group}`);
-  let code: number;
-  let error: Error | undefined;
-  try {
-    code = await cmd.run(rest);
-  } catch (e) {
-    error = e as Error;
-    code = error.name === "UsageError" ? 2 : 1;
-  }
-  const text = (b: Buffer[]) => Buffer.concat(b).toString("utf8");
-  return { code, stdout: text(parts.out), stderr: text(parts.err), error };
-}
-
-const ok = (r: Result) => {
-  assert.equal(r.code, 0, `${r.stdout}${r.stderr}${r.error?.stack ?? ""}`);
-  return r.stdout;
-};
-
-function assertUsage(r: Result, message: RegExp): void {
-  assert.equal(r.code, 2, `expected a usage error, got ${r.code}: ${r.stderr}`);
-  assert.match(r.error?.message ?? "", message);
-}
-
-function assertApiError(r: Result, code: string, message?: RegExp): void {
-  assert.equal(r.code, 1, `expected exit 1: ${r.stdout}${r.stderr}${r.error?.stack ?? ""}`);
-  assert.equal(r.error, undefined);
-  assert.match(r.stderr, new RegExp(`^error: ${code}: `, "m"));
-  if (message) assert.match(r.stderr, message);
-}
+const nbx = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runClientCommand(args, { NESTBOX_API_URL: server.url, NESTBOX_DIR: dataDir, ...env });
+const ok = assertOk;
 
 async function api(method: string, route: string, body?: unknown, token?: string) {
   const res = await fetch(`${server.url}${route}`, {
@@ -102,26 +62,13 @@ async function signup(who: string) {
 }
 
 before(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), "nestbox-cli-admin-"));
+  app = await startCliApp("admin");
+  ({ server, dataDir } = app);
   emptyDir = await mkdtemp(path.join(tmpdir(), "nestbox-cli-admin-empty-"));
-  server = await startServer({
-    config: {
-      host: "127.0.0.1",
-      port: 0,
-      dataDir,
-      databaseUrl: undefined,
-      jwtSecret: randomBytes(32),
-      domain: "localhost",
-      publicUrl: "http://127.0.0.1:0",
-    },
-    allInOne: true,
-    log: () => {},
-  });
 });
 
 after(async () => {
-  await server?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  await app?.close();
   if (emptyDir) await rm(emptyDir, { recursive: true, force: true });
 });
 

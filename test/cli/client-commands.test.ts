@@ -1,16 +1,21 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type CliIo, createClientCommands } from "../../packages/sdk/src/cli/index.js";
 import { NestboxApiError, NestboxClient } from "../../packages/sdk/src/client/index.js";
-import { type RunningServer, startServer } from "../../packages/server/src/main.js";
+import type { RunningServer } from "../../packages/server/src/main.js";
+import {
+  assertApiError,
+  assertUsage,
+  type CliApp,
+  type Result,
+  runClientCommand,
+  startCliApp,
+} from "./support/in-process.js";
 
 /**
  * The `nestbox sandbox` / `nestbox template` client commands and the typed client against a real
@@ -21,69 +26,17 @@ import { type RunningServer, startServer } from "../../packages/server/src/main.
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const UNKNOWN_ID = "aaaaaaaaaaaaaaaaaaaa";
 
+let app: CliApp;
 let server: RunningServer;
 let dataDir: string;
 let apiKey: string;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-
-function collect(stream: PassThrough): () => string {
-  const parts: Buffer[] = [];
-  stream.on("data", (b: Buffer) => parts.push(b));
-  return () => Buffer.concat(parts).toString("utf8");
-}
-
-/**
- * Runs a client command in-process. A thrown error becomes the exit code main.ts gives it
- * (a UsageError: 2, anything else: 1), and is returned for inspection.
- */
-async function nbx(args: string[], env: NodeJS.ProcessEnv = {}, stdin = ""): Promise<Result> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  const getOut = collect(out);
-  const getErr = collect(err);
-  const io: CliIo = {
-    stdin: PassThrough.from([stdin]) as unknown as CliIo["stdin"],
-    stdout: out,
-    stderr: err,
-    env: {
-      NESTBOX_API_URL: server.url,
-      NESTBOX_API_KEY: apiKey,
-      NESTBOX_DIR: dataDir,
-      ...env,
-    },
-  };
-  const [group, ...rest] = args;
-  const cmd = createClientCommands(() => io)[group as string];
-  assert.ok(cmd, `no command ${group}`);
-  let code: number;
-  let error: Error | undefined;
-  try {
-    code = await cmd.run(rest);
-  } catch (e) {
-    error = e as Error;
-    code = error.name === "UsageError" ? 2 : 1;
-  }
-  return { code, stdout: getOut(), stderr: getErr(), error };
-}
-
-function assertUsage(r: Result, message: RegExp): void {
-  assert.equal(r.code, 2, `expected a usage error, got ${r.code}: ${r.stderr}`);
-  assert.equal(r.error?.name, "UsageError");
-  assert.match(r.error?.message ?? "", message);
-}
-
-function assertApiError(r: Result, code: string, message?: RegExp): void {
-  assert.equal(r.code, 1, `expected exit 1: ${r.stdout}${r.stderr}${r.error?.stack ?? ""}`);
-  assert.equal(r.error, undefined);
-  assert.match(r.stderr, new RegExp(`^error: ${code}: `, "m"));
-  if (message) assert.match(r.stderr, message);
-}
+const nbx = (args: string[], env: NodeJS.ProcessEnv = {}, stdin = "") =>
+  runClientCommand(
+    args,
+    { NESTBOX_API_URL: server.url, NESTBOX_API_KEY: apiKey, NESTBOX_DIR: dataDir, ...env },
+    stdin,
+  );
 
 /** Runs the real CLI entry (main.ts) as a child process. */
 function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Result> {
@@ -120,26 +73,12 @@ async function closedPort(): Promise<number> {
 }
 
 before(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), "nestbox-cli-client-"));
-  server = await startServer({
-    config: {
-      host: "127.0.0.1",
-      port: 0,
-      dataDir,
-      databaseUrl: undefined,
-      jwtSecret: randomBytes(32),
-      domain: "localhost",
-      publicUrl: "http://127.0.0.1:0",
-    },
-    allInOne: true,
-    log: () => {},
-  });
-  apiKey = (await readFile(path.join(dataDir, "admin-api-key"), "utf8")).trim();
+  app = await startCliApp("client");
+  ({ server, dataDir, apiKey } = app);
 });
 
 after(async () => {
-  await server?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  await app?.close();
 });
 
 describe("nestbox sandbox / template: usage", () => {

@@ -6,98 +6,54 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type CliIo, createClientCommands } from "../../packages/sdk/src/cli/index.js";
 import { newSandboxId } from "../../packages/server/src/ids.js";
-import { type RunningServer, startServer } from "../../packages/server/src/main.js";
+import type { RunningServer } from "../../packages/server/src/main.js";
 import { type TestTeam, testTeam } from "../server/support/host-teams.js";
+import {
+  assertApiError,
+  assertOk,
+  assertUsage,
+  type CliApp,
+  type Result,
+  runClientCommand,
+  startCliApp,
+} from "./support/in-process.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
+let app: CliApp;
 let server: RunningServer;
 let dataDir: string;
 let emptyDir: string;
 let apiKey: string;
 let team: TestTeam;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-
-/** A client command in process; a thrown error becomes main.ts's exit code (usage 2, else 1). */
-async function nbx(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  const chunks = { out: [] as Buffer[], err: [] as Buffer[] };
-  out.on("data", (b: Buffer) => chunks.out.push(b));
-  err.on("data", (b: Buffer) => chunks.err.push(b));
-  const io: CliIo = {
-    stdin: PassThrough.from([""]) as unknown as CliIo["stdin"],
-    stdout: out,
-    stderr: err,
-    env: { NESTBOX_API_URL: server.url, NESTBOX_API_KEY: apiKey, NESTBOX_DIR: dataDir, ...env },
-  };
-  const [group, ...rest] = args;
-  const cmd = createClientCommands(() => io)[group as string];
-  assert.ok(cmd, `no command ${group}`);
-  let code: number;
-  let error: Error | undefined;
-  try {
-    code = await cmd.run(rest);
-  } catch (e) {
-    error = e as Error;
-    code = error.name === "UsageError" ? 2 : 1;
-  }
-  return {
-    code,
-    stdout: Buffer.concat(chunks.out).toString(),
-    stderr: Buffer.concat(chunks.err).toString(),
-    error,
-  };
-}
-
-const ok = (r: Result) => assert.equal(r.code, 0, `${r.stdout}${r.stderr}${r.error?.stack ?? ""}`);
-function apiError(r: Result, code: string): void {
-  assert.equal(r.code, 1, `expected exit 1: ${r.stdout}${r.stderr}${r.error?.stack ?? ""}`);
-  assert.match(r.stderr, new RegExp(`^error: ${code}: `, "m"));
-}
-function usage(r: Result, message: RegExp): void {
-  assert.equal(r.code, 2, `expected a usage error: ${r.stdout}${r.stderr}`);
-  assert.match(r.error?.message ?? "", message);
-}
+const nbx = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runClientCommand(args, {
+    NESTBOX_API_URL: server.url,
+    NESTBOX_API_KEY: apiKey,
+    NESTBOX_DIR: dataDir,
+    ...env,
+  });
+const ok = assertOk;
+const apiError = (r: Result, code: string) => assertApiError(r, code);
+const usage = assertUsage;
 
 before(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), "nestbox-cli-host-"));
   emptyDir = await mkdtemp(path.join(tmpdir(), "nestbox-cli-host-nokey-"));
-  server = await startServer({
-    config: {
-      host: "127.0.0.1",
-      port: 0,
-      dataDir,
-      databaseUrl: undefined,
-      jwtSecret: randomBytes(32),
-      domain: "localhost",
-      publicUrl: "http://127.0.0.1:0",
-    },
-    allInOne: true,
-    log: () => {},
-  });
-  apiKey = (await readFile(path.join(dataDir, "admin-api-key"), "utf8")).trim();
+  app = await startCliApp("host");
+  ({ server, dataDir, apiKey } = app);
   team = await testTeam(server.db, server.config.jwtSecret, "Own Metal", true);
 });
 
 after(async () => {
-  await server?.close();
-  for (const d of [dataDir, emptyDir]) if (d) await rm(d, { recursive: true, force: true });
+  await app?.close();
+  if (emptyDir) await rm(emptyDir, { recursive: true, force: true });
 });
 
 describe("nestbox host", () => {

@@ -50,10 +50,18 @@ import type { SandboxAccess } from "../../packages/server/src/services/sandbox-a
 import { shareBaseTemplate } from "../agent/support/agent-harness.js";
 import { DB_KINDS, type DbKind, openTestDb, type TestDb } from "./support/db-fixture.js";
 
+/** A key made in a scratch directory that is gone again afterwards (the key stays in memory). */
+async function scratchTlsKey(): Promise<Awaited<ReturnType<typeof loadOrCreateTlsKey>>> {
+  const dir = mkdtempSync(path.join(tmpdir(), "nbx-hosts-key-"));
+  try {
+    return await loadOrCreateTlsKey(path.join(dir, "k.pem"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** A certificate request for a key made once for this file (as an agent's first start would). */
-const CSR = await certificateRequest(
-  await loadOrCreateTlsKey(path.join(mkdtempSync(path.join(tmpdir(), "nbx-hosts-key-")), "k.pem")),
-);
+const CSR = await certificateRequest(await scratchTlsKey());
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -910,9 +918,7 @@ async function checkAgentTrust(h: Harness, hostId: string, address: string): Pro
   const otherId = await other.issueControlPlaneIdentity();
   const selfSigned = await CertificateAuthority.create();
   const expired = await ca.issueControlPlaneIdentity(-60_000);
-  const hostKey = await loadOrCreateTlsKey(
-    path.join(mkdtempSync(path.join(tmpdir(), "nbx-hostkey-")), "k.pem"),
-  );
+  const hostKey = await scratchTlsKey();
   const hostCert = await ca.issueHostCertificate(
     await CertificateAuthority.checkRequest(await certificateRequest(hostKey)),
     hostId,
